@@ -1,0 +1,42 @@
+# The two commands of the README: `make book` and `make test`. Both create .venv on a
+# fresh machine (only python3 and pip needed) and install the project into it.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# Book parameters: the default runs every notebook on the miniature world.
+PARAMS ?= notebooks/params/default.yaml
+OUT    ?= book/generated
+
+.PHONY: book test venv notebooks html clean clean-book
+
+# torch and torchvision are resolved together from the registry (never pin torch alone:
+# a CPU-only torch wheel that pip may find locally has no matching torchvision). The last
+# line proves the result imports.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[book,test]'
+	$(BIN)/python -m gla.install_check
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+notebooks: $(STAMP)
+	$(BIN)/python -m gla book run --params $(PARAMS) --out $(OUT)
+
+html: $(STAMP)
+	$(BIN)/jupyter-book build book/ -W --keep-going
+
+book: notebooks html
+	@echo "Book built: _build/html/index.html"
+
+clean-book:
+	rm -rf book/_build book/generated
+
+clean: clean-book
+	rm -rf $(VENV)

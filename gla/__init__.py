@@ -1,0 +1,67 @@
+"""gla: the reference companion of *Generalized Logit Adjustment* (Zhu et al., NeurIPS 2023).
+
+The core is a handful of pure functions over tensors:
+
+- :func:`estimate_log_prior` / :class:`PriorEstimator`: the label prior a zero-shot model
+  inherited from pretraining, estimated on a labelled class-balanced set;
+- :func:`search_temperature`: confidence-matches-accuracy temperature;
+- :func:`debias`, :func:`logit_adjust`, :func:`gla_logits`, :func:`ensemble_logits`,
+  :func:`interpolate_state_dicts`: the models the paper compares;
+- :mod:`gla.metrics`: accuracies, group breakdowns and calibration.
+"""
+
+from .adjust import (
+    debias,
+    ensemble_logits,
+    gla_logits,
+    interpolate_state_dicts,
+    log_prior_from_counts,
+    logit_adjust,
+    wise_ft_sweep,
+)
+from .metrics import (
+    accuracy_by_count_group,
+    accuracy_by_prior_group,
+    count_groups,
+    expected_calibration_error,
+    mean_per_class_accuracy,
+    per_class_accuracy,
+    prior_groups,
+    topk_accuracy,
+)
+from .prior import (
+    PriorEstimator,
+    em_prior,
+    estimate_log_prior,
+    mean_probability_prior,
+    official_lagrangian_prior,
+    prior_objective,
+)
+from .temperature import search_temperature
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PriorEstimator",
+    "accuracy_by_count_group",
+    "accuracy_by_prior_group",
+    "count_groups",
+    "debias",
+    "em_prior",
+    "ensemble_logits",
+    "estimate_log_prior",
+    "expected_calibration_error",
+    "gla_logits",
+    "interpolate_state_dicts",
+    "log_prior_from_counts",
+    "logit_adjust",
+    "mean_per_class_accuracy",
+    "mean_probability_prior",
+    "official_lagrangian_prior",
+    "per_class_accuracy",
+    "prior_groups",
+    "prior_objective",
+    "search_temperature",
+    "topk_accuracy",
+    "wise_ft_sweep",
+]

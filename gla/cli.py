@@ -1,0 +1,84 @@
+"""The ``gla`` command line.
+
+``gla book run``      execute the book's notebooks with papermill
+``gla world ...``     build the miniature world and pretrain its CLIP (see ``gla world -h``)
+``gla estimate ...``  estimate a prior from saved logits and labels
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def _book_run(args: argparse.Namespace) -> int:
+    from .book import run_notebooks
+
+    overrides = {"smoke": True} if args.smoke else None
+    run_notebooks(args.params, args.out, only=args.only or None, overrides=overrides)
+    return 0
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .prior import PriorEstimator
+
+    data = torch.load(args.logits, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or "logits" not in data or "labels" not in data:
+        print(f"gla estimate: expected {args.logits} to hold a dict with 'logits' (N, K) and 'labels' (N,)",
+              file=sys.stderr)
+        return 2
+    temperature = "search" if args.temperature == "search" else float(args.temperature)
+    fit = PriorEstimator(temperature=temperature, balance=not args.no_balance).fit(data["logits"], data["labels"])
+    record = {"log_prior": fit.log_prior_.tolist(), "temperature": fit.temperature_,
+              "objective": fit.objective_, "grad_norm": fit.grad_norm_, "n_iter": fit.n_iter_,
+              "converged": fit.converged_}
+    text = json.dumps(record, indent=1)
+    if args.out:
+        from .cache import atomic_write_text
+
+        atomic_write_text(args.out, text)
+    else:
+        print(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="gla", description="Generalized Logit Adjustment companion")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    book = sub.add_parser("book", help="run the book's notebooks")
+    book_sub = book.add_subparsers(dest="book_command", required=True)
+    run = book_sub.add_parser("run", help="execute every notebook with papermill")
+    run.add_argument("--params", default="notebooks/params/default.yaml", help="parameter YAML file")
+    run.add_argument("--out", default="book/generated", help="folder for executed notebooks")
+    run.add_argument("--only", nargs="*", help="notebook stems to run (default: all)")
+    run.add_argument("--smoke", action="store_true", help="run every notebook in its smoke setting")
+    run.set_defaults(func=_book_run)
+
+    est = sub.add_parser("estimate", help="estimate the label prior from saved logits")
+    est.add_argument("logits", help="torch file with a dict {'logits': (N, K), 'labels': (N,)}")
+    est.add_argument("--temperature", default="1.0", help="a number or 'search'")
+    est.add_argument("--no-balance", action="store_true", help="do not reweight to balanced classes")
+    est.add_argument("--out", help="write the JSON result here (default: stdout)")
+    est.set_defaults(func=_estimate)
+
+    try:
+        from .world.cli import add_world_parser
+    except ImportError:  # pragma: no cover - world not installed
+        pass
+    else:
+        add_world_parser(sub)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
