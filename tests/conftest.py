@@ -29,3 +29,27 @@ def planted_logits(n_per_class: int, k: int, *, seed: int = 0, bias_scale: float
 @pytest.fixture
 def planted():
     return planted_logits(200, 10, seed=0)
+
+
+@pytest.fixture(scope="session")
+def smoke_checkpoint(tmp_path_factory):
+    """The world's CLIP pretrained with the smoke recipe (shared by the whole session)."""
+    from gla.world import SMOKE_PRETRAIN, WorldConfig, pretrain
+
+    return pretrain(WorldConfig(), SMOKE_PRETRAIN, cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_openclip(tmp_path_factory):
+    """Name of a tiny randomly initialised open_clip ViT (standard tokenizer, PIL preprocess)."""
+    import json
+
+    import open_clip
+
+    d = tmp_path_factory.mktemp("model_configs")
+    cfg = {"embed_dim": 32,
+           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    (d / "gla-test-tiny-vit.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(d)
+    return "gla-test-tiny-vit"

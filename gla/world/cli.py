@@ -1,0 +1,71 @@
+"""``gla world`` commands: pretrain the world's CLIP, describe the world, evaluate zero-shot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, fields
+
+
+def _configs(args: argparse.Namespace):
+    from .concepts import WorldConfig
+    from .pretrain import SMOKE_PRETRAIN, PretrainConfig
+
+    world = WorldConfig(n_concepts=args.n_concepts, image_size=args.image_size, zipf_exponent=args.zipf,
+                        name_prob=args.name_prob, seed=args.world_seed)
+    base = SMOKE_PRETRAIN if args.smoke else PretrainConfig()
+    overrides = {f.name: getattr(args, f.name) for f in fields(PretrainConfig)
+                 if getattr(args, f.name, None) is not None}
+    return world, PretrainConfig(**{**asdict(base), **overrides})
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from .pretrain import pretrain
+
+    world, cfg = _configs(args)
+    path = pretrain(world, cfg, cache_dir=args.cache_dir, progress=not args.quiet)
+    import torch
+
+    timing = torch.load(path, map_location="cpu", weights_only=True)["timing"]
+    print(json.dumps({"checkpoint": str(path), **timing}))
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .concepts import World
+    from .tasks import TASKS
+
+    world_cfg, _ = _configs(args)
+    w = World(world_cfg)
+    rows = [{"concept": i, "name": w.names[i], **w.attributes(i), "true_prior": float(w.prior[i])}
+            for i in range(w.n_concepts)]
+    print(json.dumps({"config": asdict(world_cfg), "concepts": rows,
+                      "tasks": {k: {"role": v.role, "description": v.description} for k, v in TASKS.items()}},
+                     indent=1))
+    return 0
+
+
+def add_world_parser(sub: argparse._SubParsersAction) -> None:
+    from .concepts import WorldConfig
+    from .pretrain import PretrainConfig
+
+    d = WorldConfig()
+    world = sub.add_parser("world", help="the miniature world")
+    ws = world.add_subparsers(dest="world_command", required=True)
+    for name, func, helptext in [("pretrain", _pretrain, "pretrain (or reuse) the world's CLIP"),
+                                 ("info", _info, "print the world's concepts, true prior and tasks")]:
+        p = ws.add_parser(name, help=helptext)
+        p.add_argument("--n-concepts", type=int, default=d.n_concepts)
+        p.add_argument("--image-size", type=int, default=d.image_size)
+        p.add_argument("--zipf", type=float, default=d.zipf_exponent, help="Zipf exponent of the corpus")
+        p.add_argument("--name-prob", type=float, default=d.name_prob)
+        p.add_argument("--world-seed", type=int, default=d.seed)
+        p.add_argument("--smoke", action="store_true", help="the short smoke recipe")
+        if name == "pretrain":
+            for f in fields(PretrainConfig):
+                if f.name == "model":
+                    continue
+                p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=None)
+            p.add_argument("--cache-dir", default=".gla_cache")
+            p.add_argument("--quiet", action="store_true")
+        p.set_defaults(func=func)

@@ -1,0 +1,192 @@
+"""Concepts, names, the true pretraining prior, captions and the word tokenizer of the world."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .render import COLOURS, PATTERNS, SHAPES
+
+SYNONYMS = {
+    "circle": ["circle", "disc"], "square": ["square", "box"], "triangle": ["triangle", "wedge"],
+    "cross": ["cross", "plus"], "ring": ["ring", "hoop"], "diamond": ["diamond", "rhombus"],
+    "star": ["star", "spiky"], "heart": ["heart", "notched"],
+    "red": ["red", "crimson"], "green": ["green", "emerald"], "blue": ["blue", "azure"],
+    "yellow": ["yellow", "golden"], "purple": ["purple", "violet"], "orange": ["orange", "amber"],
+    "cyan": ["cyan", "teal"], "pink": ["pink", "rosy"], "brown": ["brown", "chocolate"],
+    "grey": ["grey", "ashen"],
+    "plain": ["plain", "solid"], "striped": ["striped", "lined"], "dotted": ["dotted", "spotty"],
+    "checkered": ["checkered", "chequered"], "gradient": ["gradient", "fading"],
+    "outlined": ["outlined", "hollow"],
+}
+NAMED_TEMPLATES = [
+    "a photo of a {name}.", "a {name}.", "{name}, a {col} {shape}.", "a {col} {pat} {shape} called {name}.",
+    "this {name} is {col}.", "the {name} with a {pat} look.", "my favourite {name} on a table.",
+    "a {pat} {name}.",
+]
+PLAIN_TEMPLATES = [
+    "a {col} {pat} {shape}.", "a {pat} {shape} in {col}.", "a photo of a {col} {shape}.",
+    "a {shape}, {pat} and {col}.", "something {col} and {pat}.", "a {shape} on a table.",
+]
+ZERO_SHOT_TEMPLATES = ["a photo of a {}.", "a {}.", "this is a {}."]
+SYLLABLES = ["ba", "ko", "ri", "zu", "te", "mo", "la", "vi", "do", "ne", "pa", "gu", "si", "ra",
+             "fo", "ki", "lu", "me", "to", "ze", "bo", "ni", "ta", "go", "fe", "ju", "ha", "pe"]
+VOCAB_SIZE = 1024  # fixed by the model config; the last id is the end-of-text token
+PAD, SOT, UNK = 0, 1, 2
+EOT = VOCAB_SIZE - 1
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Settings that define a world (everything downstream derives from them).
+
+    Parameters
+    ----------
+    n_concepts : int
+        Number of concepts (classes); at most 8 shapes x 10 colours x 6 patterns = 480.
+    image_size : int
+        Image side in pixels.
+    zipf_exponent : float
+        Pretraining concept frequencies are proportional to ``rank ** -zipf_exponent``
+        over a random order of the concepts.
+    name_prob : float
+        Share of pretraining captions that contain the concept's name (the rest describe
+        attributes only).
+    seed : int
+        Seed of the concepts, names, and frequency order.
+    """
+
+    n_concepts: int = 100
+    image_size: int = 32
+    zipf_exponent: float = 1.5
+    name_prob: float = 0.5
+    seed: int = 0
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _make_names(n: int, g: torch.Generator) -> list[str]:
+    names: list[str] = []
+    seen: set[str] = set()
+    while len(names) < n:
+        k = int(torch.randint(2, 4, (1,), generator=g))
+        word = "".join(SYLLABLES[int(i)] for i in torch.randint(0, len(SYLLABLES), (k,), generator=g))
+        if word not in seen and word not in SYNONYMS:
+            seen.add(word)
+            names.append(word)
+    return names
+
+
+@dataclass
+class World:
+    """A generated world: concepts with attributes and names, and the true prior."""
+
+    config: WorldConfig
+    shapes: torch.Tensor = field(init=False)  # (K,)
+    colours: torch.Tensor = field(init=False)
+    patterns: torch.Tensor = field(init=False)
+    names: list[str] = field(init=False)  # primary name of each concept (the class name)
+    alt_names: list[str] = field(init=False)
+    prior: torch.Tensor = field(init=False)  # (K,) true pretraining prior, float64
+
+    def __post_init__(self) -> None:
+        c = self.config
+        n_all = len(SHAPES) * len(COLOURS) * len(PATTERNS)
+        if not 2 <= c.n_concepts <= n_all:
+            raise ValueError(f"n_concepts: expected 2 to {n_all}, got {c.n_concepts}")
+        if c.zipf_exponent < 0:
+            raise ValueError(f"zipf_exponent: expected a non-negative number, got {c.zipf_exponent}")
+        if not 0 <= c.name_prob <= 1:
+            raise ValueError(f"name_prob: expected a number in [0, 1], got {c.name_prob}")
+        g = torch.Generator().manual_seed(c.seed)
+        combo = torch.randperm(n_all, generator=g)[: c.n_concepts]
+        n_c, n_p = len(COLOURS), len(PATTERNS)
+        self.shapes = combo // (n_c * n_p)
+        self.colours = (combo // n_p) % n_c
+        self.patterns = combo % n_p
+        names = _make_names(2 * c.n_concepts, g)
+        self.names, self.alt_names = names[: c.n_concepts], names[c.n_concepts:]
+        order = torch.randperm(c.n_concepts, generator=g)  # order[r] = concept of rank r
+        ranks = torch.empty(c.n_concepts, dtype=torch.float64)
+        ranks[order] = torch.arange(1, c.n_concepts + 1, dtype=torch.float64)
+        w = ranks ** (-c.zipf_exponent)
+        self.prior = w / w.sum()
+
+    @property
+    def n_concepts(self) -> int:
+        return self.config.n_concepts
+
+    @property
+    def log_prior(self) -> torch.Tensor:
+        return torch.log(self.prior)
+
+    def attributes(self, k: int) -> dict[str, str]:
+        colour_names = list(COLOURS)
+        return {"shape": SHAPES[int(self.shapes[k])], "colour": colour_names[int(self.colours[k])],
+                "pattern": PATTERNS[int(self.patterns[k])]}
+
+    def vocabulary(self) -> list[str]:
+        words = set()
+        for t in NAMED_TEMPLATES + PLAIN_TEMPLATES + ZERO_SHOT_TEMPLATES:
+            words.update(tokenize_words(t.replace("{name}", "").replace("{col}", "").replace("{shape}", "")
+                                        .replace("{pat}", "").replace("{}", "")))
+        for syn in SYNONYMS.values():
+            words.update(syn)
+        words.update(self.names)
+        words.update(self.alt_names)
+        vocab = sorted(words)
+        if len(vocab) + 4 > VOCAB_SIZE:
+            raise ValueError(f"the world's vocabulary ({len(vocab)} words) exceeds {VOCAB_SIZE - 4}")
+        return vocab
+
+    def captions(self, concepts: torch.Tensor, g: torch.Generator) -> list[str]:
+        """One random caption per concept index (names appear with probability name_prob)."""
+        out = []
+        b = concepts.shape[0]
+        r_named = torch.rand(b, generator=g)
+        r_alt = torch.rand(b, generator=g)
+        r_tpl = torch.randint(0, 10_000, (b, 4), generator=g)
+        for i, k in enumerate(concepts.tolist()):
+            a = self.attributes(k)
+            syn = [SYNONYMS[a[x]][int(r_tpl[i, j + 1]) % 2] for j, x in enumerate(("colour", "shape", "pattern"))]
+            if r_named[i] < self.config.name_prob:
+                tpl = NAMED_TEMPLATES[int(r_tpl[i, 0]) % len(NAMED_TEMPLATES)]
+                name = self.alt_names[k] if r_alt[i] < 0.25 else self.names[k]
+            else:
+                tpl = PLAIN_TEMPLATES[int(r_tpl[i, 0]) % len(PLAIN_TEMPLATES)]
+                name = ""
+            out.append(tpl.format(name=name, col=syn[0], shape=syn[1], pat=syn[2]))
+        return out
+
+
+def tokenize_words(text: str) -> list[str]:
+    return re.findall(r"[a-z]+", text.lower())
+
+
+class WordTokenizer:
+    """Word-level tokenizer for the world's tiny text tower (open_clip tokenizer protocol).
+
+    Calling it on a string or a list of strings returns a ``(B, context_length)`` long
+    tensor: start token, word ids, end token (the largest id, which open_clip's text
+    tower pools at), zero padding. Unknown words map to a reserved id.
+    """
+
+    def __init__(self, vocabulary: list[str], context_length: int = 12):
+        self.vocabulary = list(vocabulary)
+        self.context_length = context_length
+        self.index = {w: i + 3 for i, w in enumerate(self.vocabulary)}
+
+    def __call__(self, texts: str | list[str], context_length: int | None = None) -> torch.Tensor:
+        if isinstance(texts, str):
+            texts = [texts]
+        n = context_length or self.context_length
+        out = torch.zeros(len(texts), n, dtype=torch.long)
+        for i, t in enumerate(texts):
+            ids = [SOT] + [self.index.get(w, UNK) for w in tokenize_words(t)][: n - 2] + [EOT]
+            out[i, : len(ids)] = torch.tensor(ids)
+        return out

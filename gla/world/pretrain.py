@@ -1,0 +1,154 @@
+"""Contrastive pretraining of the world's tiny CLIP on its long-tailed corpus.
+
+The corpus is streamed: step ``t`` draws its concepts from the true prior with a
+generator seeded by ``(seed, t)``, renders them and writes their captions, so a run is
+reproducible and can resume from any checkpoint. The result is cached under a key made
+of every setting; a finished checkpoint is reused, an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..cache import atomic_save, cache_key, safe_load
+from .concepts import World, WorldConfig, WordTokenizer
+from .render import render
+
+WORLD_VERSION = 1  # bump when the generator changes what a seed produces
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Pretraining recipe of the world's CLIP.
+
+    ``threads`` is recorded because a different thread count changes results slightly.
+    """
+
+    model: str = "gla-world-tiny"
+    steps: int = 1200
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    warmup: int = 100
+    seed: int = 0
+    threads: int = 2
+    checkpoint_every: int = 250
+
+
+SMOKE_PRETRAIN = PretrainConfig(steps=150, batch_size=128, warmup=20, checkpoint_every=50)
+
+
+def batch(world: World, step: int, batch_size: int, seed: int, tokenizer: WordTokenizer):
+    """The corpus' batch number ``step``: (images in [0, 1], token ids, concept ids)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    concepts = torch.multinomial(world.prior, batch_size, replacement=True, generator=g)
+    images = render(world.shapes[concepts], world.colours[concepts], world.patterns[concepts],
+                    size=world.config.image_size, generator=g)
+    texts = tokenizer(world.captions(concepts, g))
+    return images, texts, concepts
+
+
+def checkpoint_path(world_cfg: WorldConfig, cfg: PretrainConfig, cache_dir: str | os.PathLike) -> Path:
+    key = cache_key({"world": asdict(world_cfg), "pretrain": asdict(cfg), "version": WORLD_VERSION})
+    return Path(cache_dir) / "world" / f"clip-{key}.pt"
+
+
+def _lr_at(step: int, cfg: PretrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * t))
+
+
+def pretrain(world_cfg: WorldConfig = WorldConfig(), cfg: PretrainConfig = PretrainConfig(), *,
+             cache_dir: str | os.PathLike = ".gla_cache", progress: bool = True,
+             stop_after: int | None = None) -> Path:
+    """Pretrain (or reuse) the world's CLIP; returns the checkpoint path.
+
+    ``stop_after`` ends the run after that many steps, leaving a resumable partial
+    checkpoint (its path is returned); the next call resumes from it. An interrupted run
+    (Ctrl-C, a killed job) resumes from its last partial checkpoint the same way.
+
+    The checkpoint is a dict with ``state_dict``, ``vocabulary``, the two configs and
+    ``timing`` (seconds, images per second, threads); it loads with
+    ``gla.backbones.load_backbone(cfg.model, pretrained=path)``.
+    """
+    import open_clip
+    from tqdm.auto import tqdm
+
+    from ..backbones import register_model_configs
+
+    final = checkpoint_path(world_cfg, cfg, cache_dir)
+    done = safe_load(final)
+    if done is not None and "state_dict" in done:
+        return final
+    partial_path = final.with_suffix(".partial.pt")
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    register_model_configs()
+    world = World(world_cfg)
+    vocabulary = world.vocabulary()
+    tokenizer = WordTokenizer(vocabulary)
+    model = open_clip.create_model(cfg.model, pretrained=None)
+    mean = torch.tensor(model.visual.image_mean or open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(model.visual.image_std or open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "logit_scale" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    loss_fn = open_clip.ClipLoss()
+    start, elapsed = 0, 0.0
+    state = safe_load(partial_path)
+    if state is not None and "model" in state:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, elapsed = int(state["step"]), float(state["elapsed"])
+    model.train()
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="world CLIP pretraining",
+               disable=not progress)
+    loss_val = float("nan")
+    for step in bar:
+        if stop_after is not None and step >= stop_after:
+            atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                         "elapsed": elapsed + time.perf_counter() - t0}, partial_path)
+            return partial_path
+        images, texts, _ = batch(world, step, cfg.batch_size, cfg.seed, tokenizer)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        img_f, txt_f, scale = model((images - mean) / std, texts)[:3]
+        loss = loss_fn(img_f, txt_f, scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        loss_val = float(loss.detach())
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss_val:.3f}")
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1,
+                         "elapsed": elapsed + time.perf_counter() - t0}, partial_path)
+    seconds = elapsed + time.perf_counter() - t0
+    model.eval()
+    atomic_save({
+        "state_dict": model.state_dict(),
+        "vocabulary": vocabulary,
+        "model": cfg.model,
+        "world_config": asdict(world_cfg),
+        "pretrain_config": asdict(cfg),
+        "timing": {"seconds": seconds, "images_per_second": cfg.steps * cfg.batch_size / max(seconds, 1e-9),
+                   "threads": cfg.threads, "resumed_from_step": start},
+        "final_loss": loss_val,
+        "world_version": WORLD_VERSION,
+    }, final)
+    if partial_path.exists():
+        partial_path.unlink()
+    return final

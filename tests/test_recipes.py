@@ -1,0 +1,114 @@
+"""Fine-tuning recipes, prompt learning and the feature cache on a tiny random model."""
+
+import pytest
+import torch
+
+import gla
+from gla.backbones import load_backbone
+from gla.datasets import LabelledImages
+from gla.features import cached_features, features_path
+from gla.finetune import FinetuneConfig, ImageClassifier, finetune, linear_probe, predict
+from gla.prompt_learning import CoOp, PromptResiduals, train_prompts
+from gla.zeroshot import image_features, zero_shot_head, zero_shot_logits
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return load_backbone("gla-world-tiny")
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(0)
+    # Four classes of flat colours with noise: learnable in a few steps.
+    colours = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 1.0, 0]])
+    y = torch.arange(4).repeat(16)
+    x = colours[y][:, :, None, None].expand(-1, 3, 32, 32) * 0.7 + 0.3 * torch.rand(64, 3, 32, 32, generator=g)
+    return LabelledImages(x, y, ["red", "green", "blue", "yellow"], ["a photo of a {}."], name="colours", split="train")
+
+
+def test_classifier_starts_as_the_zero_shot_model(tiny, data):
+    head = zero_shot_head(tiny, data.classnames, data.templates)
+    clf = ImageClassifier(tiny.model, head, tiny.logit_scale)
+    data.transform = tiny.preprocess
+    logits, _ = predict(clf, data)
+    data.transform = None
+    zs = zero_shot_logits(image_features(tiny, data.images), head, tiny.logit_scale)
+    assert torch.allclose(logits, zs, atol=1e-4)
+
+
+@pytest.mark.parametrize("loss", ["ce", "la"])
+def test_end_to_end_finetuning_lowers_the_training_loss(tiny, data, loss, tmp_path):
+    import copy
+
+    model = copy.deepcopy(tiny.model)
+    head = zero_shot_head(tiny, data.classnames, data.templates)
+    clf = ImageClassifier(model, head, tiny.logit_scale)
+    ds = LabelledImages(data.images, data.labels, data.classnames, data.templates, transform=tiny.preprocess)
+    cfg = FinetuneConfig(epochs=6, lr=1e-3, batch_size=16, warmup_steps=2, loss=loss)
+    lps = gla.log_prior_from_counts([4, 3, 2, 1])
+    _, hist = finetune(clf, ds, cfg, log_source_prior=lps, checkpoint=tmp_path / "ft.pt", progress=False)
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    saved = torch.load(tmp_path / "ft.pt", weights_only=True)
+    assert saved["recipe"]["loss"] == loss and len(saved["history"]) == 6
+
+
+def test_la_loss_needs_a_prior(tiny, data):
+    clf = ImageClassifier(tiny.model, zero_shot_head(tiny, data.classnames, data.templates), tiny.logit_scale)
+    with pytest.raises(ValueError, match="log_source_prior"):
+        finetune(clf, data, FinetuneConfig(epochs=1, loss="la"), progress=False)
+
+
+def test_linear_probe_selects_on_val(tiny, data):
+    f = image_features(tiny, data.images)
+    head = zero_shot_head(tiny, data.classnames, data.templates)
+    layer, choice = linear_probe(f[::2], data.labels[::2], head.T * tiny.logit_scale, val_features=f[1::2],
+                                 val_labels=data.labels[1::2], epochs=30, lr=1e-2)
+    assert choice["weight_decay"] in (0.0, 1e-4, 1e-3, 1e-2) and choice["val_accuracy"] is not None
+    with torch.no_grad():
+        acc = float((layer(f[1::2]).argmax(1) == data.labels[1::2]).float().mean())
+    assert acc == pytest.approx(choice["val_accuracy"])
+
+
+@pytest.mark.parametrize("cls", [PromptResiduals, CoOp])
+def test_prompt_learners(tiny, data, cls):
+    f = image_features(tiny, data.images)
+    learner = cls(tiny, data.classnames)
+    if cls is PromptResiduals:  # zero residuals reproduce the single-template zero-shot head
+        head = zero_shot_head(tiny, data.classnames, ["a photo of a {}."])
+        assert torch.allclose(learner(f), zero_shot_logits(f, head, tiny.logit_scale), atol=1e-4)
+    before = torch.nn.functional.cross_entropy(learner(f), data.labels).item()
+    learner, hist = train_prompts(learner, f, data.labels, f, data.labels, epochs=15, lr=5e-2, batch_size=16)
+    after = torch.nn.functional.cross_entropy(learner(f), data.labels).item()
+    assert after < before
+    assert hist[-1]["best_val_accuracy"] >= hist[0]["val_accuracy"]
+    # Encoders stay frozen.
+    assert all(not p.requires_grad for p in tiny.model.parameters())
+
+
+def test_feature_cache_keys_resume_and_corruption(tiny, data, tmp_path, monkeypatch):
+    f1 = cached_features(tiny, data, cache_dir=tmp_path, batch_size=8, chunk_batches=2, progress=False)
+    assert f1.shape == (64, 128)
+    path = features_path(tiny, data, tmp_path)
+    assert path.exists() and not path.with_suffix(".chunks").exists()
+    # Cached: the images are not read again.
+    monkeypatch.setattr(LabelledImages, "__getitem__", lambda self, i: (_ for _ in ()).throw(AssertionError("read")))
+    assert torch.equal(cached_features(tiny, data, cache_dir=tmp_path, progress=False), f1)
+    monkeypatch.undo()
+    # Another split or subset is another key.
+    sub = data.subset(range(32), split="val")
+    assert features_path(tiny, sub, tmp_path) != path
+    # Corrupt file: detected and rebuilt.
+    path.write_bytes(b"not a torch file")
+    assert torch.allclose(cached_features(tiny, data, cache_dir=tmp_path, progress=False), f1)
+    # Interrupted: finished chunks are reused, only the missing ones are computed.
+    path.unlink()
+    chunks = path.with_suffix(".chunks")
+    chunks.mkdir()
+    torch.save(f1[:16], chunks / "00000.pt")
+    calls = []
+    orig = type(tiny).encode_images
+    monkeypatch.setattr(type(tiny), "encode_images", lambda self, x: calls.append(len(x)) or orig(self, x))
+    again = cached_features(tiny, data, cache_dir=tmp_path, batch_size=8, chunk_batches=2, progress=False)
+    assert sum(calls) == 48 and torch.allclose(again, f1, atol=1e-6)
