@@ -160,8 +160,13 @@ def run_many_shot(backbone: str, pretrained: str | None, dataset: str, *, shifte
                   root: str | None = None, world=None, cache_dir: str | os.PathLike = ".gla_cache",
                   device: str = "cpu", recipe: FinetuneConfig = FinetuneConfig(),
                   alphas: Sequence[float] = tuple(i / 10 for i in range(11)), seed: int = 0,
-                  dataset_kwargs: dict | None = None, progress: bool = True) -> pd.DataFrame:
+                  dataset_kwargs: dict | None = None, progress: bool = True,
+                  return_outputs: bool = False) -> pd.DataFrame | tuple[pd.DataFrame, dict]:
     """The many-shot protocol (the paper's ImageNet table and distribution shifts).
+
+    With ``return_outputs`` also returns ``{"logits": {eval_set: {method: (N, K)}},
+    "labels": {eval_set: (N,)}, "log_prior": log q, "classnames": [...],
+    "train_counts": (K,)}`` for per-class analyses (logits projected for subset sets).
 
     Models: zero-shot, debiased zero-shot, end-to-end fine-tuned, WiSE-FT at alpha 0.5 and
     at the alpha chosen on val, the output ensemble, and GLA. Rows for ``test`` and each
@@ -190,6 +195,10 @@ def run_many_shot(backbone: str, pretrained: str | None, dataset: str, *, shifte
     sweep_val = {a: wise_outputs(a, val) for a in alphas}
     best_alpha = choose_alpha(sweep_val)
     rows = []
+    outputs: dict[str, Any] = {"logits": {}, "labels": {}, "log_prior": log_q, "classnames": train.classnames,
+                               "train_counts": train.class_counts(), "prior_fit": fit,
+                               "val": {"zero-shot": zs_val.logits, "fine-tuned": m.outputs(ft, val, f"ft-{_state_tag(ft)}").logits,
+                                       "labels": val.labels}}
     eval_sets = [(dataset, test)] + [(s, _load(s, "test", root, world, dataset_kwargs)) for s in shifted]
     ft_tag = f"ft-{_state_tag(ft)}"
     for name, data in eval_sets:
@@ -209,6 +218,8 @@ def run_many_shot(backbone: str, pretrained: str | None, dataset: str, *, shifte
             "ensemble": ensemble_logits(zs.logits, fto.logits),
             "GLA": gla_logits(zs.logits, fto.logits, log_q, log_source_prior=log_ps),
         }
+        outputs["logits"][name] = {k: proj(v.float()) for k, v in models.items()}
+        outputs["labels"][name] = labels
         for method, z in models.items():
             rows.append(_rows(b, method, split, proj(z.float()), labels, group_prior=lq))
     for a in alphas:
@@ -219,7 +230,7 @@ def run_many_shot(backbone: str, pretrained: str | None, dataset: str, *, shifte
     df = pd.DataFrame(rows)
     df["prior_objective"] = fit.objective_
     df["prior_grad_norm"] = fit.grad_norm_
-    return df
+    return (df, outputs) if return_outputs else df
 
 
 def _positions(labels: torch.Tensor, subset: torch.Tensor) -> torch.Tensor:
@@ -236,6 +247,7 @@ def run_few_shot(backbone: str, pretrained: str | None, datasets: Sequence[str],
                  root: str | None = None, world=None, cache_dir: str | os.PathLike = ".gla_cache",
                  device: str = "cpu", epochs: int = 50, lr: float = 2e-3, coop_n_ctx: int = 4,
                  template: str | None = None, dataset_kwargs: dict | None = None,
+                 shifted: dict[str, Sequence[str]] | None = None, shifted_shots: Sequence[int] | None = None,
                  progress: bool = True) -> pd.DataFrame:
     """The few-shot protocol: zero-shot, linear probe, CoOp, prompt tuning (PT), the plain
     ensemble of PT and zero-shot, and GLA ``f_pt / T_ft + f_zs / T_zs - log q``.
@@ -244,6 +256,10 @@ def run_few_shot(backbone: str, pretrained: str | None, datasets: Sequence[str],
     otherwise (GLA_NOTES section 3); ``T_zs`` is searched on the same images, ``T_ft`` on
     val; prompt-learning epochs are chosen on val. Image features are computed once per
     split and cached, so only the text side trains.
+
+    ``shifted`` maps a dataset to shifted test sets (e.g. ``{"imagenet": ["imagenet_v2",
+    ...]}``); the models trained with ``shifted_shots`` (default: the most shots) are also
+    evaluated there (rows with ``split == "test:<set>"``).
     """
     cache = Path(cache_dir)
     bb = load_backbone(backbone, pretrained, device=device)
@@ -255,6 +271,11 @@ def run_few_shot(backbone: str, pretrained: str | None, datasets: Sequence[str],
         tpl = template or full["train"].templates[0]
         zs_test = zero_shot_logits(feats["test"], head, bb.logit_scale)
         y_test = full["test"].labels
+        extra_sets = []
+        for sname in (shifted or {}).get(name, ()):
+            sdata = _load(sname, "test", root, world, dataset_kwargs)
+            extra_sets.append((sname, sdata, cached_features(bb, sdata, cache_dir=cache, progress=progress)))
+        eval_shots = set(shifted_shots or [max(shots)])
         for k in shots:
             for seed in seeds:
                 torch.manual_seed(seed)
@@ -291,6 +312,21 @@ def run_few_shot(backbone: str, pretrained: str | None, datasets: Sequence[str],
                 rows.append(_rows(base, "GLA", "test",
                                   gla_logits(zs_test, pt_test, fit.log_prior_, zs_temperature=t_zs,
                                              ft_temperature=t_ft).float(), y_test, t_zs=t_zs, t_ft=t_ft))
+                if k not in eval_shots:
+                    continue
+                for sname, sdata, sfeat in extra_sets:
+                    sub = sdata.class_subset
+                    proj = (lambda z: z) if sub is None else (lambda z, s=sub: z[:, s])
+                    ys = sdata.labels if sub is None else _positions(sdata.labels, sub)
+                    zs_s = zero_shot_logits(sfeat, head, bb.logit_scale)
+                    with torch.no_grad():
+                        pt_s = pt(sfeat)
+                        models = {"zero-shot": zs_s, "linear probe": probe(sfeat), "CoOp": trained["CoOp"](sfeat),
+                                  "prompt tuning": pt_s, "ensemble": pt_s / t_ft + zs_s / t_zs,
+                                  "GLA": gla_logits(zs_s, pt_s, fit.log_prior_, zs_temperature=t_zs,
+                                                    ft_temperature=t_ft).float()}
+                    for method, z in models.items():
+                        rows.append(_rows({**base, "eval_set": sname}, method, f"test:{sname}", proj(z.float()), ys))
     return pd.DataFrame(rows)
 
 
@@ -336,3 +372,40 @@ def run_long_tail(backbone: str, pretrained: str | None, dataset: str, *, root: 
     }
     return pd.DataFrame([_rows(base, k, "test", v.float(), test.labels, train_counts=counts)
                          for k, v in models.items()])
+
+
+def run_estimation_ablation(outputs: dict, *, sizes: Sequence[int] = (1, 2, 4, 8, 16), seeds: Sequence[int] = (1, 2, 3),
+                            dataset: str = "", backbone: str = "") -> pd.DataFrame:
+    """How the prior estimate depends on the estimation set: images per class and the
+    temperature search.
+
+    Takes :func:`run_many_shot`'s ``outputs`` (``return_outputs=True``): subsamples
+    ``k`` validation images per class by seed, estimates ``q`` with and without the
+    temperature search, and scores debiased zero-shot and GLA on the test split. Rows
+    carry the estimate's distance to the full-validation estimate.
+    """
+    from .datasets import few_shot_indices
+
+    zs_val, ft_val, y_val = outputs["val"]["zero-shot"], outputs["val"]["fine-tuned"], outputs["val"]["labels"]
+    name = dataset or next(iter(outputs["logits"]))
+    zs_test, ft_test = outputs["logits"][name]["zero-shot"], outputs["logits"][name]["fine-tuned"]
+    y_test = outputs["labels"][name]
+    log_ps = log_prior_from_counts(outputs["train_counts"].clamp_min(1))
+    full = {t: fit_prior(Outputs(zs_val, y_val, "val"), temperature=t).log_prior_ for t in (1.0, "search")}
+    rows = []
+    per_class = int(torch.bincount(y_val).min())
+    for k in [s for s in sizes if s <= per_class] + ([per_class] if per_class not in sizes else []):
+        for seed in seeds:
+            idx = torch.tensor(few_shot_indices(y_val, k, seed))
+            for temp in (1.0, "search"):
+                fit = fit_prior(Outputs(zs_val[idx], y_val[idx], "val"), temperature=temp)
+                lq = fit.log_prior_
+                rows.append({
+                    "backbone": backbone, "dataset": name, "per_class": k, "seed": seed,
+                    "temperature": "searched" if temp == "search" else "1 (none)", "T": fit.temperature_,
+                    "debiased_top1": metrics.topk_accuracy(debias(zs_test, lq, temperature=fit.temperature_), y_test),
+                    "gla_top1": metrics.topk_accuracy(gla_logits(zs_test, ft_test, lq, log_source_prior=log_ps,
+                                                                 zs_temperature=fit.temperature_), y_test),
+                    "distance_to_full": float((lq - full[temp]).abs().mean()),
+                })
+    return pd.DataFrame(rows)
