@@ -9,7 +9,10 @@ STAMP  := $(VENV)/.installed-stamp
 PARAMS ?= notebooks/params/default.yaml
 OUT    ?= book/generated
 
-.PHONY: book test venv notebooks html clean clean-book
+# Root installs system packages directly; others go through sudo.
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: book test venv notebooks html clean clean-book chromium
 
 # torch and torchvision are resolved together from the registry (never pin torch alone:
 # a CPU-only torch wheel that pip may find locally has no matching torchvision). The last
@@ -23,7 +26,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# The book tests open the built pages in headless Chromium (Debian's package).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "Installing Debian's chromium for the browser tests"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest
 
 notebooks: $(STAMP)

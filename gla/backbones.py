@@ -142,7 +142,8 @@ def load_backbone(name: str, pretrained: str | os.PathLike | None = None, *, dev
             name = f"{name}-quickgelu"
     if name not in open_clip.list_models():
         raise ValueError(f"name: unknown model '{name}'; see gla.backbones.list_backbones() for the known names")
-    is_path = bool(pretrained) and (os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")))
+    suffixes = (".pt", ".pth", ".bin", ".safetensors")
+    is_path = bool(pretrained) and (os.path.sep in pretrained or pretrained.endswith(suffixes))
     if is_path and not Path(pretrained).is_file():
         raise FileNotFoundError(f"pretrained: no checkpoint file at {pretrained}")
     metadata: dict = {}

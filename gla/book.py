@@ -120,7 +120,8 @@ def run_notebooks(params: Mapping[str, Any] | str | os.PathLike | None, out_dir:
         if "output_dir" in declared_here and "output_dir" not in nb_params:
             nb_params["output_dir"] = str((out / "results" / src.stem).resolve())
         if "cache_dir" in declared_here and not nb_params.get("cache_dir"):
-            nb_params["cache_dir"] = str(Path(os.environ.get("GLA_CACHE_DIR", NOTEBOOKS_DIR.parent / ".gla_cache")).resolve())
+            default_cache = os.environ.get("GLA_CACHE_DIR", NOTEBOOKS_DIR.parent / ".gla_cache")
+            nb_params["cache_dir"] = str(Path(default_cache).resolve())
         print(f"[gla book] {src.name} -> {target}", flush=True)
         pm.execute_notebook(str(src), str(target), parameters=nb_params, kernel_name="python3",
                             cwd=str(out), progress_bar=True)

@@ -3,6 +3,7 @@
 ``gla book run``      execute the book's notebooks with papermill
 ``gla world ...``     build the miniature world and pretrain its CLIP (see ``gla world -h``)
 ``gla estimate ...``  estimate a prior from saved logits and labels
+``gla run ...``       run the many-shot, few-shot or long-tail protocol, write CSV/JSON
 """
 
 from __future__ import annotations
@@ -46,6 +47,34 @@ def _estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from . import experiments as ex
+    from .notebook import context
+
+    ctx = context(args.backbone, args.pretrained, smoke=args.smoke, cache_dir=args.cache_dir, output_dir=args.out,
+                  device=args.device, data_root=args.data_root, progress=not args.quiet)
+    recipe = ctx.recipe_with(epochs=args.epochs)
+    if args.lr is not None:
+        recipe = replace(recipe, lr=args.lr)
+    common = {**ctx.kwargs(), "progress": not args.quiet}
+    if args.protocol == "many-shot":
+        frames = [ex.run_many_shot(ctx.backbone, ctx.pretrained, d, shifted=args.shifted or (), recipe=recipe,
+                                   **common) for d in args.datasets]
+    elif args.protocol == "few-shot":
+        frames = [ex.run_few_shot(ctx.backbone, ctx.pretrained, args.datasets, shots=args.shots, seeds=args.seeds,
+                                  **common)]
+    else:
+        frames = [ex.run_long_tail(ctx.backbone, ctx.pretrained, d, recipe=recipe, **common) for d in args.datasets]
+    import pandas as pd
+
+    df = pd.concat(frames, ignore_index=True)
+    csv, js = ex.save_results(df, ctx.output_dir, args.protocol.replace("-", "_"))
+    print(f"{len(df)} rows -> {csv} and {js}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="gla", description="Generalized Logit Adjustment companion")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -65,6 +94,24 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--no-balance", action="store_true", help="do not reweight to balanced classes")
     est.add_argument("--out", help="write the JSON result here (default: stdout)")
     est.set_defaults(func=_estimate)
+
+    run = sub.add_parser("run", help="run one of the paper's protocols and write tidy CSV/JSON results")
+    run.add_argument("protocol", choices=["many-shot", "few-shot", "long-tail"])
+    run.add_argument("--backbone", default="gla-world-tiny", help="open_clip model name or gla-world-tiny")
+    run.add_argument("--pretrained", default="world", help="open_clip tag, checkpoint path, or 'world'")
+    run.add_argument("--datasets", nargs="+", required=True, help="names from gla.datasets.list_datasets()")
+    run.add_argument("--shifted", nargs="*", help="many-shot: shifted test sets of the (first) dataset")
+    run.add_argument("--shots", nargs="+", type=int, default=[1, 2, 4, 8, 16])
+    run.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    run.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the backbone's recipe)")
+    run.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the backbone's recipe)")
+    run.add_argument("--data-root", help="root of real datasets (default: GLA_DATA_ROOT)")
+    run.add_argument("--cache-dir", help="cache folder (default: GLA_CACHE_DIR or .gla_cache)")
+    run.add_argument("--out", default="results", help="output folder for the CSV/JSON tables")
+    run.add_argument("--device", default="cpu")
+    run.add_argument("--smoke", action="store_true", help="scaled-down quick run")
+    run.add_argument("--quiet", action="store_true")
+    run.set_defaults(func=_run)
 
     try:
         from .world.cli import add_world_parser

@@ -31,6 +31,7 @@ from .features import backbone_identity, cached_features, dataset_identity
 from .finetune import FinetuneConfig, ImageClassifier, finetune, linear_probe, predict
 from .prior import PriorEstimator
 from .prompt_learning import CoOp, PromptResiduals, train_prompts
+from .real_datasets import project_labels
 from .temperature import search_temperature
 from .zeroshot import zero_shot_head, zero_shot_logits
 
@@ -186,27 +187,27 @@ def run_many_shot(backbone: str, pretrained: str | None, dataset: str, *, shifte
     base = {"backbone": backbone, "pretrained": str(pretrained or ""), "dataset": dataset, "shots": "all",
             "seed": seed}
     sd0, sd1 = m.zero_shot.state_dict(), ft.state_dict()
+    ft_tag = f"ft-{_state_tag(ft)}"
     wise = copy.deepcopy(ft)
 
     def wise_outputs(alpha: float, data: LabelledImages) -> Outputs:
         wise.load_state_dict(interpolate_state_dicts(sd0, sd1, alpha))
-        return m.outputs(wise, data, f"wise-{alpha}-{_state_tag(ft)}")
+        return m.outputs(wise, data, f"wise-{alpha}-{ft_tag}")
 
     sweep_val = {a: wise_outputs(a, val) for a in alphas}
     best_alpha = choose_alpha(sweep_val)
     rows = []
     outputs: dict[str, Any] = {"logits": {}, "labels": {}, "log_prior": log_q, "classnames": train.classnames,
                                "train_counts": train.class_counts(), "prior_fit": fit,
-                               "val": {"zero-shot": zs_val.logits, "fine-tuned": m.outputs(ft, val, f"ft-{_state_tag(ft)}").logits,
-                                       "labels": val.labels}}
+                               "val": {"zero-shot": zs_val.logits, "labels": val.labels,
+                                       "fine-tuned": m.outputs(ft, val, ft_tag).logits}}
     eval_sets = [(dataset, test)] + [(s, _load(s, "test", root, world, dataset_kwargs)) for s in shifted]
-    ft_tag = f"ft-{_state_tag(ft)}"
     for name, data in eval_sets:
         zs = zs_test if data is test else m.zs_outputs(data)
         fto = m.outputs(ft, data, ft_tag)
         subset = data.class_subset
-        proj = (lambda z: z) if subset is None else (lambda z: z[:, subset])
-        labels = data.labels if subset is None else _positions(data.labels, subset)
+        proj = (lambda z: z) if subset is None else (lambda z, s=subset: z[:, s])
+        labels = data.labels if subset is None else project_labels(data.labels, subset)
         lq = log_q if subset is None else log_q[subset] - torch.logsumexp(log_q[subset], 0)
         split = "test" if name == dataset else f"test:{name}"
         b = {**base, "eval_set": name}
@@ -233,19 +234,10 @@ def run_many_shot(backbone: str, pretrained: str | None, dataset: str, *, shifte
     return (df, outputs) if return_outputs else df
 
 
-def _positions(labels: torch.Tensor, subset: torch.Tensor) -> torch.Tensor:
-    pos = torch.full((int(max(int(subset.max()), int(labels.max()))) + 1,), -1, dtype=torch.long)
-    pos[subset] = torch.arange(len(subset))
-    out = pos[labels]
-    if (out < 0).any():
-        raise ValueError("labels outside the class subset of the shifted set")
-    return out
-
-
 def run_few_shot(backbone: str, pretrained: str | None, datasets: Sequence[str], *,
                  shots: Sequence[int] = (1, 2, 4, 8, 16), seeds: Sequence[int] = (1, 2, 3),
                  root: str | None = None, world=None, cache_dir: str | os.PathLike = ".gla_cache",
-                 device: str = "cpu", epochs: int = 50, lr: float = 2e-3, coop_n_ctx: int = 4,
+                 device: str = "cpu", epochs: int = 40, lr: float = 2e-3, coop_n_ctx: int = 4,
                  template: str | None = None, dataset_kwargs: dict | None = None,
                  shifted: dict[str, Sequence[str]] | None = None, shifted_shots: Sequence[int] | None = None,
                  progress: bool = True) -> pd.DataFrame:
@@ -317,7 +309,7 @@ def run_few_shot(backbone: str, pretrained: str | None, datasets: Sequence[str],
                 for sname, sdata, sfeat in extra_sets:
                     sub = sdata.class_subset
                     proj = (lambda z: z) if sub is None else (lambda z, s=sub: z[:, s])
-                    ys = sdata.labels if sub is None else _positions(sdata.labels, sub)
+                    ys = sdata.labels if sub is None else project_labels(sdata.labels, sub)
                     zs_s = zero_shot_logits(sfeat, head, bb.logit_scale)
                     with torch.no_grad():
                         pt_s = pt(sfeat)
@@ -386,7 +378,7 @@ def run_estimation_ablation(outputs: dict, *, sizes: Sequence[int] = (1, 2, 4, 8
     """
     from .datasets import few_shot_indices
 
-    zs_val, ft_val, y_val = outputs["val"]["zero-shot"], outputs["val"]["fine-tuned"], outputs["val"]["labels"]
+    zs_val, y_val = outputs["val"]["zero-shot"], outputs["val"]["labels"]
     name = dataset or next(iter(outputs["logits"]))
     zs_test, ft_test = outputs["logits"][name]["zero-shot"], outputs["logits"][name]["fine-tuned"]
     y_test = outputs["labels"][name]

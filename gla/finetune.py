@@ -174,14 +174,14 @@ def predict(model: nn.Module, data: Dataset, *, batch_size: int = 512, device: s
 
 def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, init_weight: torch.Tensor, *,
                  val_features: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
-                 weight_decays: tuple[float, ...] = (0.0, 1e-4, 1e-3, 1e-2), epochs: int = 200,
-                 lr: float = 1e-3, batch_size: int = 256, seed: int = 0) -> tuple[nn.Linear, dict]:
+                 weight_decays: tuple[float, ...] = (0.0, 1e-3, 1e-2), epochs: int = 150,
+                 lr: float = 2e-3, batch_size: int | None = None, seed: int = 0) -> tuple[nn.Linear, dict]:
     """Logistic regression on frozen features, initialised from the zero-shot head.
 
     ``init_weight`` is ``(K, D)`` (the zero-shot head times the logit scale). Weight decay
     is chosen on the validation split when one is given (never on the test split);
-    otherwise the first value is used. Returns the linear layer and a record of the
-    choice.
+    otherwise the first value is used. ``batch_size=None`` trains full-batch. Returns the
+    linear layer and a record of the choice.
     """
     x, y = train_features.float(), train_labels.long()
     best, best_acc, best_wd = None, -1.0, weight_decays[0]
@@ -194,12 +194,13 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, init_
             layer.bias.zero_()
         opt = torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=wd)
         g = torch.Generator().manual_seed(seed)
-        steps = epochs * max(1, math.ceil(len(y) / batch_size))
+        bs = batch_size or len(y)
+        steps = epochs * max(1, math.ceil(len(y) / bs))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
         for _ in range(epochs):
             perm = torch.randperm(len(y), generator=g)
-            for i in range(0, len(y), batch_size):
-                idx = perm[i:i + batch_size]
+            for i in range(0, len(y), bs):
+                idx = perm[i:i + bs]
                 loss = nn.functional.cross_entropy(layer(x[idx]), y[idx])
                 opt.zero_grad()
                 loss.backward()

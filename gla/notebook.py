@@ -47,6 +47,12 @@ class Context:
         return (f"These numbers are measured here with {self.backbone} ({self.pretrained}); published numbers, "
                 "where a source exists, are shown beside them.")
 
+    def recipe_with(self, epochs: int | None = None) -> FinetuneConfig:
+        """The fine-tuning recipe, with another number of epochs when given (not in smoke mode)."""
+        if epochs is None or self.smoke:
+            return self.recipe
+        return replace(self.recipe, epochs=int(epochs))
+
     def kwargs(self) -> dict:
         """Keyword arguments every experiment entry point takes."""
         return {"root": self.data_root, "world": self.world, "cache_dir": self.cache_dir, "device": self.device,

@@ -107,12 +107,15 @@ class CoOp(_PromptBase):
 
 
 def train_prompts(learner: _PromptBase, train_features: torch.Tensor, train_labels: torch.Tensor,
-                  val_features: torch.Tensor, val_labels: torch.Tensor, *, epochs: int = 50, lr: float = 2e-3,
-                  batch_size: int = 32, weight_decay: float = 0.0, seed: int = 0,
+                  val_features: torch.Tensor, val_labels: torch.Tensor, *, epochs: int = 100, lr: float = 2e-3,
+                  batch_size: int | None = None, weight_decay: float = 0.0, seed: int = 0,
                   progress: bool = False) -> tuple[_PromptBase, list[dict]]:
     """Train a prompt learner on frozen image features; keep the epoch best on val.
 
-    Selection uses the validation split only. Returns the learner (with the best
+    ``batch_size=None`` trains full-batch (one step per epoch): with frozen, cached image
+    features every step costs one pass of the text tower over the K prompts whatever the
+    batch, so full batches are the cheap choice for few-shot sets. Selection uses the
+    validation split only. Returns the learner (with the best
     parameters loaded) and a per-epoch history with training loss and val accuracy.
     """
     from tqdm.auto import trange
@@ -132,11 +135,12 @@ def train_prompts(learner: _PromptBase, train_features: torch.Tensor, train_labe
     best_state = copy.deepcopy({k: v.detach().clone() for k, v in learner.named_parameters() if v.requires_grad})
     best_acc, best_epoch = val_acc(), 0
     history = [{"epoch": 0, "train_loss": float("nan"), "val_accuracy": best_acc}]
+    bs = batch_size or len(y)
     for epoch in trange(1, epochs + 1, disable=not progress, desc="prompt tuning"):
         perm = torch.randperm(len(y), generator=g).to(dev)
         total = 0.0
-        for i in range(0, len(y), batch_size):
-            idx = perm[i:i + batch_size]
+        for i in range(0, len(y), bs):
+            idx = perm[i:i + bs]
             loss = nn.functional.cross_entropy(learner(x[idx]), y[idx])
             opt.zero_grad()
             loss.backward()

@@ -202,7 +202,7 @@ def project_labels(labels: torch.Tensor, class_subset: torch.Tensor | None) -> t
     """Map 1000-way labels to their position within ``class_subset``."""
     if class_subset is None:
         return labels
-    pos = torch.full((int(class_subset.max()) + 1,), -1, dtype=torch.long)
+    pos = torch.full((max(int(class_subset.max()), int(labels.max())) + 1,), -1, dtype=torch.long)
     pos[class_subset] = torch.arange(len(class_subset))
     out = pos[labels]
     if (out < 0).any():
@@ -393,19 +393,26 @@ class _TensorImages(LabelledImages):
 # --------------------------------------------------------------------------- registration
 
 def _register_all() -> None:
-    register(DatasetEntry("imagenet", load_imagenet, ("train", "val", "test"), "real", "ImageNet"))
+    def shift(n):
+        return lambda split, root, transform=None: load_imagenet_shift(n, split, root, transform)
+
+    def coop(n):
+        return lambda split, root, transform=None: load_coop(n, split, root, transform)
+
+    def lt(n):
+        return lambda split, root, transform=None, image_root=None: load_lt(n, split, root, transform,
+                                                                            image_root=image_root)
+
+    all_splits = ("train", "val", "test")
+    register(DatasetEntry("imagenet", load_imagenet, all_splits, "real", "ImageNet"))
     for name in SHIFT_LAYOUTS:
-        register(DatasetEntry(name, (lambda n: lambda split, root, transform=None:
-                                     load_imagenet_shift(n, split, root, transform))(name), ("test",), "real", name))
+        register(DatasetEntry(name, shift(name), ("test",), "real", name))
     for name in COOP:
-        register(DatasetEntry(name, (lambda n: lambda split, root, transform=None:
-                                     load_coop(n, split, root, transform))(name), ("train", "val", "test"), "real", name))
-    register(DatasetEntry("fgvc_aircraft", load_fgvc_aircraft, ("train", "val", "test"), "real", "FGVC-Aircraft"))
+        register(DatasetEntry(name, coop(name), all_splits, "real", name))
+    register(DatasetEntry("fgvc_aircraft", load_fgvc_aircraft, all_splits, "real", "FGVC-Aircraft"))
     for name in LT:
-        register(DatasetEntry(name, (lambda n: lambda split, root, transform=None, image_root=None:
-                                     load_lt(n, split, root, transform, image_root=image_root))(name),
-                              ("train", "val", "test"), "real", name))
-    register(DatasetEntry("cifar100", load_cifar100, ("train", "val", "test"), "real", "CIFAR-100"))
+        register(DatasetEntry(name, lt(name), all_splits, "real", name))
+    register(DatasetEntry("cifar100", load_cifar100, all_splits, "real", "CIFAR-100"))
 
 
 _register_all()

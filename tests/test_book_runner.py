@@ -34,3 +34,17 @@ def test_run_notebooks_executes_with_parameters(tmp_path):
     assert (out / "results" / "01_a" / "x.txt").read_text() == "42"
     with pytest.raises(ValueError, match="declared by no notebook"):
         run_notebooks({"nope": 1}, out, notebooks_dir=src)
+
+
+@pytest.mark.parametrize("params_file", ["default.yaml", "vit-b-16-openai.yaml"])
+def test_shipped_parameter_files_name_only_declared_parameters(params_file):
+    from gla.book import NOTEBOOKS_DIR, list_notebooks, load_params
+
+    params = load_params(NOTEBOOKS_DIR / "params" / params_file)
+    declared_anywhere = set()
+    for nb in list_notebooks():
+        declared = declared_parameters(nb)
+        declared_anywhere |= set(declared)
+        notebook_parameters(nb.stem, declared, params)  # raises on an unknown override
+    assert set(params) - {"notebooks"} <= declared_anywhere
+    assert set(params.get("notebooks") or {}) <= {nb.stem for nb in list_notebooks()}

@@ -1,11 +1,20 @@
-import torch
 import pytest
+import torch
 
 import gla
 from gla.backbones import load_backbone
 from gla.datasets import few_shot_split, list_datasets, load_dataset
-from gla.world import (FEW_SHOT_TASKS, SMOKE_PRETRAIN, TASKS, World, WorldConfig, WordTokenizer, make_split,
-                       pretrain, render)
+from gla.world import (
+    FEW_SHOT_TASKS,
+    SMOKE_PRETRAIN,
+    TASKS,
+    WordTokenizer,
+    World,
+    WorldConfig,
+    make_split,
+    pretrain,
+    render,
+)
 from gla.world.pretrain import batch
 from gla.zeroshot import image_features, zero_shot_head, zero_shot_logits
 

@@ -9,7 +9,7 @@ Unlike the paper's setting, this world knows its true pretraining prior
 >>> # gla.backbones.load_backbone("gla-world-tiny", pretrained=ckpt)
 """
 
-from .concepts import ZERO_SHOT_TEMPLATES, World, WorldConfig, WordTokenizer
+from .concepts import ZERO_SHOT_TEMPLATES, WordTokenizer, World, WorldConfig
 from .pretrain import SMOKE_PRETRAIN, PretrainConfig, checkpoint_path, pretrain
 from .render import STYLES, Style, render
 from .tasks import (

@@ -12,7 +12,7 @@ def _configs(args: argparse.Namespace):
     from .pretrain import SMOKE_PRETRAIN, PretrainConfig
 
     world = WorldConfig(n_concepts=args.n_concepts, image_size=args.image_size, zipf_exponent=args.zipf,
-                        name_prob=args.name_prob, seed=args.world_seed)
+                        name_prob=args.name_prob, style_share=args.style_share, seed=args.world_seed)
     base = SMOKE_PRETRAIN if args.smoke else PretrainConfig()
     overrides = {f.name: getattr(args, f.name) for f in fields(PretrainConfig)
                  if getattr(args, f.name, None) is not None}
@@ -59,6 +59,7 @@ def add_world_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--image-size", type=int, default=d.image_size)
         p.add_argument("--zipf", type=float, default=d.zipf_exponent, help="Zipf exponent of the corpus")
         p.add_argument("--name-prob", type=float, default=d.name_prob)
+        p.add_argument("--style-share", type=float, default=d.style_share)
         p.add_argument("--world-seed", type=int, default=d.seed)
         p.add_argument("--smoke", action="store_true", help="the short smoke recipe")
         if name == "pretrain":

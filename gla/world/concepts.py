@@ -56,6 +56,10 @@ class WorldConfig:
     name_prob : float
         Share of pretraining captions that contain the concept's name (the rest describe
         attributes only).
+    style_share : float
+        Share of pretraining images rendered in another style than the default photo
+        (sketch, rendition, clutter or resample, drawn uniformly), as web data holds
+        drawings and renditions too. The adversarial style is never seen in pretraining.
     seed : int
         Seed of the concepts, names, and frequency order.
     """
@@ -64,6 +68,7 @@ class WorldConfig:
     image_size: int = 32
     zipf_exponent: float = 1.5
     name_prob: float = 0.5
+    style_share: float = 0.0
     seed: int = 0
 
     def key(self) -> str:
@@ -103,6 +108,8 @@ class World:
             raise ValueError(f"zipf_exponent: expected a non-negative number, got {c.zipf_exponent}")
         if not 0 <= c.name_prob <= 1:
             raise ValueError(f"name_prob: expected a number in [0, 1], got {c.name_prob}")
+        if not 0 <= c.style_share <= 1:
+            raise ValueError(f"style_share: expected a number in [0, 1], got {c.style_share}")
         g = torch.Generator().manual_seed(c.seed)
         combo = torch.randperm(n_all, generator=g)[: c.n_concepts]
         n_c, n_p = len(COLOURS), len(PATTERNS)

@@ -12,9 +12,10 @@ from dataclasses import asdict
 import torch
 
 from .. import metrics
+from ..adjust import debias
 from ..backbones import load_backbone
 from ..prior import estimate_log_prior
-from ..adjust import debias
+from ..real_datasets import project_labels, project_logits
 from ..zeroshot import image_features, zero_shot_head, zero_shot_logits
 from .concepts import World, WorldConfig
 from .tasks import TASKS, make_split
@@ -42,17 +43,24 @@ def zero_shot_report(checkpoint: str | os.PathLike, world_cfg: WorldConfig = Wor
     world = World(world_cfg)
     bb = load_backbone(model, pretrained=checkpoint)
     spec = TASKS[task]
-    test, val = make_split(world, task, "test", seed=seed), make_split(world, task, "val", seed=seed)
+    test = make_split(world, task, "test", seed=seed)
+    val = make_split(world, spec.parent or task, "val", seed=seed)  # shifted sets: the parent's val
     head = zero_shot_head(bb, test.classnames, spec.templates)
     scale = bb.logit_scale
     z_test = zero_shot_logits(image_features(bb, test.images), head, scale)
     z_val = zero_shot_logits(image_features(bb, val.images), head, scale)
-    true_lp = world.log_prior if spec.classes == "concepts" and spec.concept_subset is None else None
+    base = TASKS[spec.parent] if spec.parent else spec
+    true_lp = world.log_prior if base.classes == "concepts" and base.concept_subset is None else None
     log_q = estimate_log_prior(z_val, val.labels)
     rec = {"task": task, **{f"world_{k}": v for k, v in asdict(world_cfg).items()}, "logit_scale": scale}
     groups_lp = true_lp if true_lp is not None else log_q
+    keep = test.class_subset
     for name, logits in [("zero_shot", z_test), ("debiased", debias(z_test, log_q))]:
-        res = metrics.accuracy_by_prior_group(logits, test.labels, groups_lp)
+        if keep is not None:  # a shifted set covering some classes: score on those classes
+            lp = groups_lp[keep] - torch.logsumexp(groups_lp[keep], 0)
+            res = metrics.accuracy_by_prior_group(project_logits(logits, keep), project_labels(test.labels, keep), lp)
+        else:
+            res = metrics.accuracy_by_prior_group(logits, test.labels, groups_lp)
         rec.update({f"{name}_{k}": v for k, v in res.items()})
     if true_lp is not None:
         rec["spearman_estimated_true"] = rank_correlation(log_q, true_lp)

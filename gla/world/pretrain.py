@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 
 from ..cache import atomic_save, cache_key, safe_load
-from .concepts import World, WorldConfig, WordTokenizer
-from .render import render
+from .concepts import WordTokenizer, World, WorldConfig
+from .render import STYLES, render
 
-WORLD_VERSION = 1  # bump when the generator changes what a seed produces
+WORLD_VERSION = 2  # bump when the generator changes what a seed produces
+PRETRAIN_STYLES = ("sketch", "rendition", "clutter", "resample")  # the non-photo styles of the corpus
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,15 @@ def batch(world: World, step: int, batch_size: int, seed: int, tokenizer: WordTo
     """The corpus' batch number ``step``: (images in [0, 1], token ids, concept ids)."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     concepts = torch.multinomial(world.prior, batch_size, replacement=True, generator=g)
-    images = render(world.shapes[concepts], world.colours[concepts], world.patterns[concepts],
-                    size=world.config.image_size, generator=g)
+    other = torch.rand(batch_size, generator=g) < world.config.style_share
+    style_idx = torch.where(other, torch.randint(1, len(PRETRAIN_STYLES) + 1, (batch_size,), generator=g), 0)
+    images = torch.empty(batch_size, 3, world.config.image_size, world.config.image_size)
+    for s in torch.unique(style_idx).tolist():
+        rows = torch.nonzero(style_idx == s).flatten()
+        c = concepts[rows]
+        style = STYLES["photo"] if s == 0 else STYLES[PRETRAIN_STYLES[s - 1]]
+        images[rows] = render(world.shapes[c], world.colours[c], world.patterns[c], size=world.config.image_size,
+                              style=style, generator=g)
     texts = tokenizer(world.captions(concepts, g))
     return images, texts, concepts
 

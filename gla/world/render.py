@@ -32,13 +32,15 @@ class Style:
     """
 
     name: str = "photo"
+    background: tuple[float, float] = (0.25, 0.75)  # range of the background's mean grey level
     background_contrast: float = 0.35  # amplitude of the smooth background
     pixel_noise: float = 0.06
     n_distractors: tuple[int, int] = (1, 3)  # inclusive range
     distractor_size: tuple[float, float] = (0.08, 0.2)
     scale: tuple[float, float] = (0.45, 0.8)
     colour_jitter: float = 0.08
-    grayscale: bool = False  # sketch: no colour, only luminance
+    grayscale: bool = False  # no colour, only luminance
+    desaturate: float = 0.0  # sketch: mix towards luminance (0 = full colour, 1 = grey)
     edges_only: bool = False  # sketch: outline of the object
     invert: bool = False  # rendition: inverted palette
     occlusion: float = 0.0  # fraction of images with an occluding bar (adversarial-like)
@@ -47,8 +49,10 @@ class Style:
 STYLES = {
     "photo": Style(),
     "resample": Style(name="resample", pixel_noise=0.08, scale=(0.4, 0.85)),  # like ImageNet-V2
-    "sketch": Style(name="sketch", grayscale=True, edges_only=True, background_contrast=0.1),
-    "rendition": Style(name="rendition", invert=True, background_contrast=0.2, pixel_noise=0.03),
+    "sketch": Style(name="sketch", background=(0.75, 0.9), background_contrast=0.05, desaturate=0.1,
+                    pixel_noise=0.1, n_distractors=(0, 1)),
+    "rendition": Style(name="rendition", colour_jitter=0.35, background_contrast=0.05, pixel_noise=0.0,
+                       n_distractors=(0, 0), scale=(0.6, 0.9)),
     "adversarial": Style(name="adversarial", n_distractors=(3, 5), distractor_size=(0.15, 0.3),
                          occlusion=0.6, scale=(0.35, 0.6)),
     "clutter": Style(name="clutter", background_contrast=0.6, n_distractors=(4, 6), pixel_noise=0.1),
@@ -136,7 +140,7 @@ def render(shape: torch.Tensor, colour: torch.Tensor, pattern: torch.Tensor, *, 
         return lo + (hi - lo) * torch.rand(n, generator=g)
 
     # Background: smooth colour field around a random grey level, plus distractor blobs.
-    base = uni(0.25, 0.75).view(b, 1, 1, 1)
+    base = uni(*style.background).view(b, 1, 1, 1)
     img = base + style.background_contrast * (_smooth_noise(b, size, 4, g) - 0.5)
     palette = torch.tensor(list(COLOURS.values()), dtype=torch.float32)
     lo_d, hi_d = style.n_distractors
@@ -184,5 +188,7 @@ def render(shape: torch.Tensor, colour: torch.Tensor, pattern: torch.Tensor, *, 
         img = 1.0 - img
     if style.grayscale:
         img = img.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
+    elif style.desaturate > 0:
+        img = (1 - style.desaturate) * img + style.desaturate * img.mean(dim=1, keepdim=True)
     img = img + style.pixel_noise * torch.randn(img.shape, generator=g)
     return img.clamp(0, 1).contiguous()

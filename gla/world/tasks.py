@@ -75,11 +75,13 @@ for _style, _role, _every in [("resample", "ImageNet-V2", None), ("sketch", "Ima
                               ("clutter", "ObjectNet", None)]:
     _add(TaskSpec(f"world-main-{_style}", _role, style=_style, splits=("test",), parent="world-main",
                   class_subset_every=_every, description=f"world-main's classes in the {_style} style"))
-_add(TaskSpec("world-small", "CIFAR-100", style="clutter", per_class=(100, 20, 50),
+_add(TaskSpec("world-small", "CIFAR-100", style="clutter", per_class=(50, 20, 50),
               description="all concepts as small objects in heavy clutter"))
 _add(TaskSpec("world-colour-shape", "Stanford Cars", classes="colour-shape", templates=ATTR_TEMPLATES,
+              per_class=(50, 20, 50),
               description="fine-grained: colour and shape pairs"))
 _add(TaskSpec("world-pattern-colour", "SUN397", classes="pattern-colour", templates=ATTR_TEMPLATES,
+              per_class=(50, 20, 50),
               description="pattern and colour pairs"))
 _add(TaskSpec("world-shapes", "few-shot", classes="shape", templates=ATTR_TEMPLATES, per_class=(64, 16, 100)))
 _add(TaskSpec("world-colours", "few-shot", classes="colour", templates=ATTR_TEMPLATES, per_class=(64, 16, 100)))

@@ -1,0 +1,152 @@
+"""Every notebook runs under papermill (smoke parameters), its outputs are checked, the book
+builds from them with warnings as errors, and headless Chromium opens every page."""
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from gla.book import list_notebooks, run_notebooks
+
+ROOT = Path(__file__).resolve().parent.parent
+
+EXPECTED = {  # notebook -> files its output folder must hold, and columns of its main table
+    "00_the_world": (["world_examples.png", "true_prior.png", "concepts.csv", "world_regime.csv", "tasks.csv"],
+                     ("world_regime.csv", {"zero_shot_all", "zero_shot_head", "zero_shot_tail", "spearman_estimated_true"})),
+    "01_label_bias": (["per_class_accuracy.png", "per_class_accuracy.csv", "label_bias_rows.json"],
+                      ("per_class_accuracy.csv", {"class", "estimated_log_prior", "zero_shot", "fine_tuned", "true_log_prior"})),
+    "02_estimating_the_prior": (["debiased_per_class.png", "estimated_vs_true_prior.png", "estimator_diagnostics.csv"],
+                                ("accuracy_by_true_prior.csv", {"head", "medium", "tail", "all"})),
+    "03_many_shot": (["wise_ft_sweep.png", "many_shot.json"],
+                     ("many_shot.csv", {"backbone", "dataset", "method", "split", "shots", "seed", "top1", "head", "medium", "tail", "alpha"})),
+    "04_distribution_shift": (["distribution_shift.json"], ("distribution_shift.csv", {"eval_set", "method", "top1"})),
+    "05_other_many_shot": (["other_many_shot.json"], ("other_many_shot.csv", {"dataset", "method", "top1"})),
+    "06_few_shot": (["few_shot_panels.png", "few_shot_average_table.csv"],
+                    ("few_shot.csv", {"dataset", "method", "shots", "seed", "top1", "t_zs", "t_ft"})),
+    "07_few_shot_robustness": (["gla_gain_over_ensemble.png", "few_shot_shift_table.csv"],
+                               ("gla_gain_over_ensemble.csv", {"dataset"})),
+    "08_long_tail": (["long_tail.json"], ("long_tail.csv", {"many", "medium", "few", "mean_per_class", "method"})),
+    "09_ablations": (["estimation_ablation.png"],
+                     ("estimation_ablation.csv", {"per_class", "seed", "temperature", "debiased_top1", "gla_top1"})),
+}
+
+
+@pytest.fixture(scope="module")
+def smoke_book(tmp_path_factory):
+    """A copy of the book's sources with the notebooks executed in smoke mode, built."""
+    tmp = tmp_path_factory.mktemp("book")
+    shutil.copy(ROOT / "_config.yml", tmp / "_config.yml")
+    shutil.copytree(ROOT / "book", tmp / "book", ignore=shutil.ignore_patterns("generated*", "_build"))
+    out = tmp / "book" / "generated"
+    run_notebooks({"smoke": True, "cache_dir": str(tmp_path_factory.mktemp("cache"))}, out)
+    jb = shutil.which("jupyter-book") or str(Path(sys.executable).parent / "jupyter-book")
+    build = subprocess.run([jb, "build", str(tmp / "book"), "-W", "--keep-going",
+                            "--path-output", str(tmp / "site")], capture_output=True, text=True, cwd=tmp)
+    return out, build, tmp / "site" / "_build" / "html"
+
+
+def test_every_notebook_is_covered():
+    assert {p.stem for p in list_notebooks()} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("stem", sorted(EXPECTED))
+def test_notebook_outputs(smoke_book, stem):
+    out, _, _ = smoke_book
+    nb = nbformat.read(str(out / f"{stem}.ipynb"), as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors
+    folder = out / "results" / stem
+    files, (table, columns) = EXPECTED[stem]
+    for f in files:
+        assert (folder / f).is_file() and (folder / f).stat().st_size > 0, f"{stem}: {f} missing"
+    df = pd.read_csv(folder / table)
+    assert len(df) and columns <= set(df.columns), f"{stem}: {table} has columns {list(df.columns)}"
+
+
+def test_book_builds_without_warnings(smoke_book):
+    _, build, site = smoke_book
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    assert (site / "index.html").is_file()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CHECK_PAGE = """<!doctype html><html><body><script>
+const pages = %s;
+const results = {};
+let pending = pages.length;
+for (const p of pages) {
+  const f = document.createElement('iframe');
+  f.src = p;
+  f.onload = () => setTimeout(() => {
+    const d = f.contentDocument;
+    const imgs = Array.from(d.images);
+    results[p] = {
+      title: d.title,
+      images: imgs.length,
+      broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src')),
+      glue: d.querySelectorAll('.pasted-text').length,
+      empty_glue: Array.from(d.querySelectorAll('.pasted-text')).filter(e => !e.textContent.trim()).length,
+      errors: d.querySelectorAll('.output.error, .cell_output .traceback').length,
+    };
+    if (--pending === 0) document.body.setAttribute('data-results', JSON.stringify(results));
+  }, 500);
+  document.body.appendChild(f);
+}
+</script></body></html>"""
+
+
+def test_pages_open_in_headless_chromium(smoke_book, tmp_path):
+    out, build, site = smoke_book
+    assert build.returncode == 0 and site.is_dir(), build.stdout[-2000:]
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium is needed for this test (make test installs it)"
+    pages = sorted(str(p.relative_to(site)) for p in site.rglob("*.html")
+                   if p.parent.name in ("html", "generated")
+                   and not p.name.startswith(("genindex", "search", "index")))  # index.html only redirects
+    assert any(p.startswith("generated/") for p in pages)
+    (site / "_check.html").write_text(CHECK_PAGE % json.dumps(pages))
+    port = _free_port()
+    server = ThreadingHTTPServer(("127.0.0.1", port), partial(SimpleHTTPRequestHandler, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        res = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                              f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=30000",
+                              "--dump-dom", f"http://127.0.0.1:{port}/_check.html"],
+                             capture_output=True, text=True, timeout=180)
+    finally:
+        server.shutdown()
+    marker = 'data-results="'
+    assert marker in res.stdout, res.stderr[-2000:]
+    import html
+
+    results = json.loads(html.unescape(res.stdout.split(marker, 1)[1].split('"', 1)[0]))
+    assert set(results) == set(pages)
+    for page, r in results.items():
+        assert r["title"], f"{page} did not load"
+        assert not r["broken"], f"{page}: images not found: {r['broken']}"
+        assert r["empty_glue"] == 0 and r["errors"] == 0, f"{page}: {r}"
+    # Every figure the notebooks drew is an image on its page, and the glued numbers render.
+    expected = 0
+    for nb_path in out.glob("*.ipynb"):
+        nb = nbformat.read(str(nb_path), as_version=4)
+        expected += sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
+                        for o in c.get("outputs", []))
+    figures = sum(r["images"] for p, r in results.items() if p.startswith("generated/"))
+    glued = sum(r["glue"] for p, r in results.items() if p.startswith("generated/"))
+    assert expected >= 9 and figures >= expected, (figures, expected)
+    assert glued >= 20, glued

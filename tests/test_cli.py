@@ -1,0 +1,48 @@
+import json
+
+import torch
+
+from gla.cli import main
+from tests.conftest import planted_logits
+
+
+def test_gla_estimate_writes_the_prior_and_diagnostics(tmp_path, capsys):
+    logits, labels, _ = planted_logits(50, 5, seed=0)
+    torch.save({"logits": logits, "labels": labels}, tmp_path / "z.pt")
+    assert main(["estimate", str(tmp_path / "z.pt"), "--out", str(tmp_path / "q.json")]) == 0
+    rec = json.loads((tmp_path / "q.json").read_text())
+    assert len(rec["log_prior"]) == 5 and rec["converged"] and rec["grad_norm"] < 1e-9
+    torch.save({"wrong": 1}, tmp_path / "bad.pt")
+    assert main(["estimate", str(tmp_path / "bad.pt")]) == 2
+    assert "expected" in capsys.readouterr().err
+
+
+def test_gla_world_info(capsys):
+    assert main(["world", "info", "--n-concepts", "12", "--zipf", "1.0"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert len(info["concepts"]) == 12 and info["config"]["zipf_exponent"] == 1.0
+    assert abs(sum(c["true_prior"] for c in info["concepts"]) - 1) < 1e-9
+    assert "world-main" in info["tasks"]
+
+
+def test_gla_run_writes_tidy_results(tiny_openclip, tmp_path):
+    import pandas as pd
+    from PIL import Image
+
+    lines = {"train": [], "val": [], "test": []}
+    for split, n in [("train", 4), ("val", 2), ("test", 2)]:
+        for y, w in enumerate(["n01440764", "n01443537"]):
+            for i in range(n):
+                rel = f"train/{w}/{w}_{split}_{i}.JPEG"
+                (tmp_path / "imagenet" / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (40, 40), (200 * y, 50, 50)).save(tmp_path / "imagenet" / "images" / rel)
+                lines[split].append(f"{rel} {y}")
+    (tmp_path / "ImageNet_LT").mkdir()
+    for split, ls in lines.items():
+        (tmp_path / "ImageNet_LT" / f"ImageNet_LT_{split}.txt").write_text("\n".join(ls))
+    code = main(["run", "long-tail", "--backbone", tiny_openclip, "--pretrained", "", "--datasets", "imagenet_lt",
+                 "--data-root", str(tmp_path), "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"),
+                 "--epochs", "1", "--quiet"])
+    assert code == 0
+    df = pd.read_csv(tmp_path / "out" / "long_tail.csv")
+    assert len(df) == 7 and {"method", "many", "medium", "few", "mean_per_class"} <= set(df.columns)
