@@ -67,7 +67,8 @@ class FinetuneConfig:
     num_workers: int = 0
 
 
-def _cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
+def cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
+    """Learning rate at ``step``: linear warm-up to ``base``, then cosine decay to 0 at ``total``."""
     if step < warmup:
         return base * (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
@@ -132,7 +133,7 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
         for images, labels in tqdm(loader, desc=f"fine-tune epoch {epoch + 1}/{cfg.epochs}",
                                    disable=not progress or rank != 0, leave=False):
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            lr = _cosine_lr(step, total, cfg.warmup_steps, cfg.lr)
+            lr = cosine_lr(step, total, cfg.warmup_steps, cfg.lr)
             for group in opt.param_groups:
                 group["lr"] = lr * group["lr_mult"]
             logits = net(images)

@@ -55,7 +55,7 @@ def search_temperature(
         positive ``T`` matches it and a ``ValueError`` says so.
     """
     z = check_logits(logits).to(torch.float64)
-    y = check_labels(labels, z.shape[0], z.shape[1])
+    y = check_labels(labels, z.shape[0], z.shape[1]).to(z.device)
     if not (0 < lower < upper):
         raise ValueError(f"lower, upper: expected 0 < lower < upper, got {lower}, {upper}")
     acc = float((z.argmax(dim=1) == y).double().mean())

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..cache import atomic_save, cache_key, safe_load
+from ..finetune import cosine_lr
 from .concepts import WordTokenizer, World, WorldConfig
 from .render import STYLES, render
 
@@ -65,13 +66,6 @@ def batch(world: World, step: int, batch_size: int, seed: int, tokenizer: WordTo
 def checkpoint_path(world_cfg: WorldConfig, cfg: PretrainConfig, cache_dir: str | os.PathLike) -> Path:
     key = cache_key({"world": asdict(world_cfg), "pretrain": asdict(cfg), "version": WORLD_VERSION})
     return Path(cache_dir) / "world" / f"clip-{key}.pt"
-
-
-def _lr_at(step: int, cfg: PretrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return 0.5 * cfg.lr * (1 + math.cos(math.pi * t))
 
 
 def pretrain(world_cfg: WorldConfig = WorldConfig(), cfg: PretrainConfig = PretrainConfig(), *,
@@ -129,7 +123,7 @@ def pretrain(world_cfg: WorldConfig = WorldConfig(), cfg: PretrainConfig = Pretr
             return partial_path
         images, texts, _ = batch(world, step, cfg.batch_size, cfg.seed, tokenizer)
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
+            group["lr"] = cosine_lr(step, cfg.steps, cfg.warmup, cfg.lr)
         img_f, txt_f, scale = model((images - mean) / std, texts)[:3]
         loss = loss_fn(img_f, txt_f, scale)
         opt.zero_grad(set_to_none=True)
