@@ -164,7 +164,15 @@ def _load_world_backbone(name: str, pretrained: str, device: torch.device, preci
 
     from .world.concepts import WordTokenizer
 
-    model = open_clip.create_model(name, pretrained=None, device=device, precision=precision)
+    import logging
+
+    root_logger = logging.getLogger()
+    level = root_logger.level
+    root_logger.setLevel(logging.ERROR)  # open_clip warns that no weights were loaded: they come next
+    try:
+        model = open_clip.create_model(name, pretrained=None, device=device, precision=precision)
+    finally:
+        root_logger.setLevel(level)
     metadata: dict = {}
     vocabulary: list[str] = []
     if pretrained:

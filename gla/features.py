@@ -62,7 +62,7 @@ def cached_features(backbone, dataset, *, cache_dir: str | os.PathLike, batch_si
     ``dataset.transform`` is replaced by ``backbone.preprocess`` while extracting.
     Extraction is written in chunks of ``chunk_batches`` batches, so a stopped run resumes.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     path = features_path(backbone, dataset, cache_dir)
     done = safe_load(path)

@@ -94,7 +94,7 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
     never pass a test set there). With ``checkpoint`` the final state dict is saved
     atomically together with the recipe.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if cfg.loss not in ("ce", "la"):
         raise ValueError(f"loss: expected 'ce' or 'la', got {cfg.loss!r}")
@@ -163,7 +163,7 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
 def predict(model: nn.Module, data: Dataset, *, batch_size: int = 512, device: str | torch.device = "cpu",
             progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels of ``model`` on ``data`` (float32, on the CPU)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     model.eval().to(device)
     outs, ys = [], []

@@ -118,7 +118,7 @@ def train_prompts(learner: _PromptBase, train_features: torch.Tensor, train_labe
     validation split only. Returns the learner (with the best
     parameters loaded) and a per-epoch history with training loss and val accuracy.
     """
-    from tqdm.auto import trange
+    from tqdm import trange
 
     params = [p for p in learner.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)

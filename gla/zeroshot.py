@@ -36,7 +36,7 @@ def zero_shot_head(backbone: Backbone, classnames: Sequence[str], templates: Seq
 def image_features(backbone: Backbone, images: torch.Tensor, *, batch_size: int = 512,
                    progress: bool = False) -> torch.Tensor:
     """Normalised features of a tensor of images in [0, 1] (the world's format), on the CPU."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     out = []
     for i in tqdm(range(0, images.shape[0], batch_size), disable=not progress, desc="features"):

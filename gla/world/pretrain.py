@@ -82,7 +82,7 @@ def pretrain(world_cfg: WorldConfig = WorldConfig(), cfg: PretrainConfig = Pretr
     ``gla.backbones.load_backbone(cfg.model, pretrained=path)``.
     """
     import open_clip
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from ..backbones import register_model_configs
 
@@ -97,7 +97,7 @@ def pretrain(world_cfg: WorldConfig = WorldConfig(), cfg: PretrainConfig = Pretr
     world = World(world_cfg)
     vocabulary = world.vocabulary()
     tokenizer = WordTokenizer(vocabulary)
-    model = open_clip.create_model(cfg.model, pretrained=None)
+    model = open_clip.create_model(cfg.model)
     mean = torch.tensor(model.visual.image_mean or open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(model.visual.image_std or open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
