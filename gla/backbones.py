@@ -159,12 +159,12 @@ def load_backbone(name: str, pretrained: str | os.PathLike | None = None, *, dev
 
 
 def _load_world_backbone(name: str, pretrained: str, device: torch.device, precision: str) -> Backbone:
+    import logging
+
     import open_clip
     from torchvision import transforms
 
     from .world.concepts import WordTokenizer
-
-    import logging
 
     root_logger = logging.getLogger()
     level = root_logger.level
