@@ -13,7 +13,6 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -215,8 +214,3 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, init_
         if acc > best_acc:
             best, best_acc, best_wd = copy.deepcopy(layer), acc, wd
     return best, {"weight_decay": best_wd, "val_accuracy": best_acc if val_features is not None else None}
-
-
-def save_state(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Save a model's state dict atomically."""
-    return atomic_save(model.state_dict(), path)

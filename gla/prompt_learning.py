@@ -4,7 +4,7 @@ Both learn only in the text tower's input space, so image features can be comput
 (and cached) and training touches no image. The paper's recipe (GLA_NOTES section 3):
 learnable residuals, initialised at zero, added to the token embeddings of the
 hand-written prompt's context and class-name tokens; cross-entropy; model selection on
-the validation split. CoOp {cite}`zhou2022coop` learns shared context vectors in place of
+the validation split. CoOp (Zhou et al., 2022) learns shared context vectors in place of
 the prompt's words, initialised from "a photo of a".
 """
 

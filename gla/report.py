@@ -32,11 +32,16 @@ def published(**filters) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def summary_table(df: pd.DataFrame, index: str | Sequence[str], columns: str | Sequence[str],
-                  values: str = "top1", percent: bool = True) -> pd.DataFrame:
-    """Pivot tidy rows into a table (mean over seeds), in percent by default."""
-    t = df.pivot_table(index=index, columns=columns, values=values, aggfunc="mean", sort=False)
-    return t * 100 if percent else t
+def average_over_datasets(df: pd.DataFrame, value: str = "top1") -> pd.DataFrame:
+    """Mean of ``value`` over datasets for each method, shots and seed (``dataset="average"``)."""
+    return (df.groupby(["method", "shots", "seed"], sort=False)[value].mean().reset_index()
+            .assign(dataset="average"))
+
+
+def gain_over(df: pd.DataFrame, method: str, baseline: str, by: str = "dataset", value: str = "top1") -> pd.Series:
+    """``method`` minus ``baseline`` in points (mean over seeds), one entry per ``by``, ascending."""
+    t = df.pivot_table(index=by, columns="method", values=value, aggfunc="mean") * 100
+    return (t[method] - t[baseline]).sort_values()
 
 
 def mean_std_table(df: pd.DataFrame, index: str | Sequence[str], columns: str | Sequence[str],
