@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--zipf", type=float, default=WorldConfig().zipf_exponent)
+    ap.add_argument("--name-prob", type=float, default=WorldConfig().name_prob)
     ap.add_argument("--no-finetune", action="store_true")
     ap.add_argument("--cache-dir", default=".gla_cache")
     ap.add_argument("--out", default="benchmarks/world_results.csv")
@@ -38,7 +39,7 @@ def main() -> None:
     torch.set_num_threads(2)
     rows = []
     for s in args.seeds:
-        wcfg = WorldConfig(seed=s, zipf_exponent=args.zipf)
+        wcfg = WorldConfig(seed=s, zipf_exponent=args.zipf, name_prob=args.name_prob)
         pcfg = replace(SMOKE_PRETRAIN if args.smoke else PretrainConfig(), seed=s)
         ckpt = pretrain(wcfg, pcfg, cache_dir=args.cache_dir, progress=False)
         t0 = time.perf_counter()

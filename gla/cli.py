@@ -4,6 +4,8 @@
 ``gla world ...``     build the miniature world and pretrain its CLIP (see ``gla world -h``)
 ``gla estimate ...``  estimate a prior from saved logits and labels
 ``gla run ...``       run the many-shot, few-shot or long-tail protocol, write CSV/JSON
+``gla finetune ...``  fine-tune end to end into the cache the protocols read; runs under
+                      ``torchrun`` (DDP) as is: ``torchrun --nproc_per_node 8 -m gla finetune ...``
 """
 
 from __future__ import annotations
@@ -47,17 +49,41 @@ def _estimate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
+def _context_and_recipe(args: argparse.Namespace):
+    """The resolved context and fine-tuning recipe of ``gla run`` / ``gla finetune``
+    (both resolve them the same way, so a checkpoint of one is found by the other)."""
     from dataclasses import replace
 
-    from . import experiments as ex
     from .notebook import context
 
-    ctx = context(args.backbone, args.pretrained, smoke=args.smoke, cache_dir=args.cache_dir, output_dir=args.out,
-                  device=args.device, data_root=args.data_root, progress=not args.quiet)
+    ctx = context(args.backbone, args.pretrained, smoke=args.smoke, cache_dir=args.cache_dir,
+                  output_dir=getattr(args, "out", "results"), device=args.device, data_root=args.data_root,
+                  progress=not args.quiet)
     recipe = ctx.recipe_with(epochs=args.epochs)
     if args.lr is not None:
         recipe = replace(recipe, lr=args.lr)
+    if getattr(args, "batch_size", None) is not None:
+        recipe = replace(recipe, batch_size=args.batch_size)
+    return ctx, recipe
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    import os
+
+    from . import experiments as ex
+
+    ctx, recipe = _context_and_recipe(args)
+    path = ex.finetune_to_cache(ctx.backbone, ctx.pretrained, args.dataset, loss=args.loss, recipe=recipe,
+                                progress=not args.quiet, **ctx.kwargs())
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"fine-tuned checkpoint: {path}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import experiments as ex
+
+    ctx, recipe = _context_and_recipe(args)
     common = {**ctx.kwargs(), "progress": not args.quiet}
     if args.protocol == "many-shot":
         frames = [ex.run_many_shot(ctx.backbone, ctx.pretrained, d, shifted=args.shifted or (), recipe=recipe,
@@ -112,6 +138,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--smoke", action="store_true", help="scaled-down quick run")
     run.add_argument("--quiet", action="store_true")
     run.set_defaults(func=_run)
+
+    ft = sub.add_parser("finetune", help="fine-tune end to end into the protocols' cache (torchrun-ready)",
+                        description="Fine-tune a backbone on a dataset's train split with the recipe that "
+                        "'gla run' uses and store the checkpoint where 'gla run' finds it. Launch with torchrun "
+                        "for several GPUs: torchrun --nproc_per_node 8 -m gla finetune imagenet --backbone "
+                        "ViT-B-16 --pretrained openai --device cuda (--batch-size is the global batch).")
+    ft.add_argument("dataset", help="a name from gla.datasets.list_datasets()")
+    ft.add_argument("--loss", choices=["ce", "la"], default="ce", help="cross-entropy or the logit-adjusted loss")
+    ft.add_argument("--backbone", default="gla-world-tiny")
+    ft.add_argument("--pretrained", default="world")
+    ft.add_argument("--epochs", type=int)
+    ft.add_argument("--lr", type=float)
+    ft.add_argument("--batch-size", type=int, help="global batch size (default: the backbone's recipe)")
+    ft.add_argument("--data-root")
+    ft.add_argument("--cache-dir")
+    ft.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: cuda:<LOCAL_RANK> each)")
+    ft.add_argument("--smoke", action="store_true")
+    ft.add_argument("--quiet", action="store_true")
+    ft.set_defaults(func=_finetune)
 
     try:
         from .world.cli import add_world_parser

@@ -13,10 +13,30 @@ import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
 
 import torch
 from torch.utils.data import Dataset
+
+
+@dataclass(frozen=True)
+class ClassGroups:
+    """Test classes that each stand for a group of the model's classes.
+
+    ObjectNet's 113 ImageNet-overlapping classes each map to one or more of ImageNet's
+    1000 classes; a 1000-way model's logit for an ObjectNet class is the maximum over its
+    group (:func:`gla.real_datasets.project_logits`). Labels are already group indices.
+    """
+
+    groups: tuple[tuple[int, ...], ...]
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+
+# A test set's classes among the model's: None (all), a 1-D index tensor (a subset, as
+# ImageNet-R/-A), or ClassGroups (ObjectNet).
+ClassSubset = Union[torch.Tensor, ClassGroups, None]
 
 
 class LabelledImages(Dataset):
@@ -24,12 +44,14 @@ class LabelledImages(Dataset):
 
     ``images`` is either a ``(N, 3, S, S)`` tensor in [0, 1] (the world) or a list of file
     paths read with PIL (real data); ``transform`` is applied to each image.
+    ``crop_border`` pixels are cut from each side of a file image before the transform
+    (ObjectNet's images carry a 2-pixel frame).
     """
 
     def __init__(self, images: torch.Tensor | Sequence[str], labels: torch.Tensor | Sequence[int],
                  classnames: Sequence[str], templates: Sequence[str], *, name: str = "", split: str = "",
-                 transform: Callable | None = None, class_subset: torch.Tensor | None = None,
-                 meta: dict[str, Any] | None = None):
+                 transform: Callable | None = None, class_subset: ClassSubset = None,
+                 meta: dict[str, Any] | None = None, crop_border: int = 0):
         self.images = images
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         if len(images) != len(self.labels):
@@ -40,6 +62,9 @@ class LabelledImages(Dataset):
         self.transform = transform
         self.class_subset = class_subset
         self.meta = dict(meta or {})
+        if crop_border < 0:
+            raise ValueError(f"crop_border: expected a non-negative number of pixels, got {crop_border}")
+        self.crop_border = crop_border
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -59,6 +84,9 @@ class LabelledImages(Dataset):
 
             with Image.open(self.images[i]) as im:
                 img = im.convert("RGB")
+            if self.crop_border:
+                b = self.crop_border
+                img = img.crop((b, b, img.width - b, img.height - b))
         if self.transform is not None:
             img = self.transform(img)
         return img, int(self.labels[i])
@@ -68,7 +96,7 @@ class LabelledImages(Dataset):
         imgs = self.images[idx] if isinstance(self.images, torch.Tensor) else [self.images[i] for i in idx.tolist()]
         return LabelledImages(imgs, self.labels[idx], self.classnames, self.templates, name=self.name,
                               split=split or self.split, transform=self.transform,
-                              class_subset=self.class_subset, meta=self.meta)
+                              class_subset=self.class_subset, meta=self.meta, crop_border=self.crop_border)
 
 
 def few_shot_indices(labels: Sequence[int] | torch.Tensor, shots: int, seed: int) -> list[int]:

@@ -31,7 +31,7 @@ from .features import backbone_identity, cached_features, dataset_identity
 from .finetune import FinetuneConfig, ImageClassifier, finetune, linear_probe, predict
 from .prior import PriorEstimator
 from .prompt_learning import CoOp, PromptResiduals, train_prompts
-from .real_datasets import project_labels
+from .real_datasets import project_labels, project_log_prior, project_logits
 from .temperature import search_temperature
 from .zeroshot import zero_shot_head, zero_shot_logits
 
@@ -103,7 +103,7 @@ def _rows(base: dict, method: str, split: str, logits: torch.Tensor, labels: tor
     row = {**base, "method": method, "split": split, **extra,
            "top1": metrics.topk_accuracy(logits, labels),
            "top5": metrics.topk_accuracy(logits, labels, k=min(5, logits.shape[1]))}
-    if group_prior is not None:
+    if group_prior is not None and len(group_prior) >= 3:  # head / medium / tail need three classes
         row.update({k: v for k, v in metrics.accuracy_by_prior_group(logits, labels, group_prior).items()
                     if k != "all"})
     if train_counts is not None:
@@ -125,11 +125,14 @@ class _Models:
         f = cached_features(self.bb, data, cache_dir=self.cache_dir, progress=self.progress)
         return Outputs(zero_shot_logits(f, self.head, self.bb.logit_scale), data.labels, data.split)
 
-    def finetuned(self, train: LabelledImages, recipe: FinetuneConfig,
-                  log_source_prior: torch.Tensor | None = None) -> ImageClassifier:
+    def finetuned_path(self, train: LabelledImages, recipe: FinetuneConfig) -> Path:
         key = cache_key({"backbone": backbone_identity(self.bb), "train": dataset_identity(train),
                          "recipe": asdict(recipe), "head": float(self.head.sum()), "v": 1})
-        path = self.cache_dir / "finetune" / f"{train.name}-{recipe.loss}-{key}.pt"
+        return self.cache_dir / "finetune" / f"{train.name}-{recipe.loss}-{key}.pt"
+
+    def finetuned(self, train: LabelledImages, recipe: FinetuneConfig,
+                  log_source_prior: torch.Tensor | None = None) -> ImageClassifier:
+        path = self.finetuned_path(train, recipe)
         model = copy.deepcopy(self.zero_shot)
         saved = safe_load(path)
         if isinstance(saved, dict) and "state_dict" in saved:
@@ -206,9 +209,11 @@ def run_many_shot(backbone: str, pretrained: str | None, dataset: str, *, shifte
         zs = zs_test if data is test else m.zs_outputs(data)
         fto = m.outputs(ft, data, ft_tag)
         subset = data.class_subset
-        proj = (lambda z: z) if subset is None else (lambda z, s=subset: z[:, s])
-        labels = data.labels if subset is None else project_labels(data.labels, subset)
-        lq = log_q if subset is None else log_q[subset] - torch.logsumexp(log_q[subset], 0)
+        def proj(z, s=subset):
+            return project_logits(z, s)
+
+        labels = project_labels(data.labels, subset)
+        lq = project_log_prior(log_q, subset)
         split = "test" if name == dataset else f"test:{name}"
         b = {**base, "eval_set": name}
         models = {
@@ -308,8 +313,7 @@ def run_few_shot(backbone: str, pretrained: str | None, datasets: Sequence[str],
                     continue
                 for sname, sdata, sfeat in extra_sets:
                     sub = sdata.class_subset
-                    proj = (lambda z: z) if sub is None else (lambda z, s=sub: z[:, s])
-                    ys = sdata.labels if sub is None else project_labels(sdata.labels, sub)
+                    ys = project_labels(sdata.labels, sub)
                     zs_s = zero_shot_logits(sfeat, head, bb.logit_scale)
                     with torch.no_grad():
                         pt_s = pt(sfeat)
@@ -318,7 +322,8 @@ def run_few_shot(backbone: str, pretrained: str | None, datasets: Sequence[str],
                                   "GLA": gla_logits(zs_s, pt_s, fit.log_prior_, zs_temperature=t_zs,
                                                     ft_temperature=t_ft).float()}
                     for method, z in models.items():
-                        rows.append(_rows({**base, "eval_set": sname}, method, f"test:{sname}", proj(z.float()), ys))
+                        rows.append(_rows({**base, "eval_set": sname}, method, f"test:{sname}",
+                                          project_logits(z.float(), sub), ys))
     return pd.DataFrame(rows)
 
 
@@ -326,6 +331,52 @@ def _indexed(data: LabelledImages) -> LabelledImages:
     """The same labels with each item replaced by its index (for sampling by index)."""
     return LabelledImages(torch.arange(len(data)), data.labels, data.classnames, data.templates, name=data.name,
                           split=data.split)
+
+
+def zero_shot_split(backbone: str, pretrained: str | None, dataset: str, split: str, *, root: str | None = None,
+                    world=None, cache_dir: str | os.PathLike = ".gla_cache", device: str = "cpu",
+                    dataset_kwargs: dict | None = None, progress: bool = True) -> dict:
+    """The zero-shot model on one split: ``{"head": (D, K), "features": (N, D), "logits":
+    (N, K), "labels": (N,), "classnames": [...]}`` (features from the cache). For analyses
+    (the book's studies); the labels of a test split are returned for scoring only."""
+    bb = load_backbone(backbone, pretrained, device=device)
+    data = _load(dataset, split, root, world, dataset_kwargs)
+    train = data if split == "train" else _load(dataset, "train", root, world, dataset_kwargs)
+    head = zero_shot_head(bb, train.classnames, train.templates)
+    feats = cached_features(bb, data, cache_dir=Path(cache_dir), progress=progress)
+    return {"head": head, "features": feats, "logits": zero_shot_logits(feats, head, bb.logit_scale),
+            "labels": data.labels, "classnames": train.classnames}
+
+
+def finetune_to_cache(backbone: str, pretrained: str | None, dataset: str, *, loss: str = "ce",
+                      root: str | None = None, world=None, cache_dir: str | os.PathLike = ".gla_cache",
+                      device: str = "cpu", recipe: FinetuneConfig = FinetuneConfig(),
+                      dataset_kwargs: dict | None = None, progress: bool = True) -> Path:
+    """Fine-tune on ``dataset``'s train split into the cache the protocols read.
+
+    The checkpoint lands where :func:`run_many_shot` (``loss="ce"``) and
+    :func:`run_long_tail` (``"ce"`` and ``"la"``) look for it, so a multi-GPU run
+    (``torchrun --nproc_per_node 8 -m gla finetune ...``) followed by ``gla run ...``
+    reuses it. ``recipe.batch_size`` is the global batch, split over the processes.
+    Returns the checkpoint path (already present: nothing is trained).
+    """
+    from .finetune import distributed_from_env
+
+    if loss not in ("ce", "la"):
+        raise ValueError(f"loss: expected 'ce' or 'la', got {loss!r}")
+    with distributed_from_env(device) as dev:
+        bb = load_backbone(backbone, pretrained, device=dev)
+        train = _load(dataset, "train", root, world, dataset_kwargs)
+        m = _Models(bb, train, Path(cache_dir), dev, progress)
+        cfg = FinetuneConfig(**{**asdict(recipe), "loss": loss})
+        log_ps = None
+        if loss == "la":
+            counts = train.class_counts()
+            if (counts == 0).any():
+                raise ValueError(f"{dataset}: every class needs at least one training image for log p_s")
+            log_ps = log_prior_from_counts(counts)
+        m.finetuned(train, cfg, log_source_prior=log_ps)
+        return m.finetuned_path(train, cfg)
 
 
 def run_long_tail(backbone: str, pretrained: str | None, dataset: str, *, root: str | None = None, world=None,
@@ -367,14 +418,17 @@ def run_long_tail(backbone: str, pretrained: str | None, dataset: str, *, root: 
 
 
 def run_estimation_ablation(outputs: dict, *, sizes: Sequence[int] = (1, 2, 4, 8, 16), seeds: Sequence[int] = (1, 2, 3),
-                            dataset: str = "", backbone: str = "") -> pd.DataFrame:
+                            dataset: str = "", backbone: str = "",
+                            true_log_prior: torch.Tensor | None = None) -> pd.DataFrame:
     """How the prior estimate depends on the estimation set: images per class and the
     temperature search.
 
     Takes :func:`run_many_shot`'s ``outputs`` (``return_outputs=True``): subsamples
     ``k`` validation images per class by seed, estimates ``q`` with and without the
     temperature search, and scores debiased zero-shot and GLA on the test split. Rows
-    carry the estimate's distance to the full-validation estimate.
+    carry the estimate's distance to the full-validation estimate (mean absolute
+    difference of the normalised log priors) and, with ``true_log_prior``, ``mae_true``:
+    the mean absolute difference of the centred estimated and true log priors.
     """
     from .datasets import few_shot_indices
 
@@ -399,5 +453,7 @@ def run_estimation_ablation(outputs: dict, *, sizes: Sequence[int] = (1, 2, 4, 8
                     "gla_top1": metrics.topk_accuracy(gla_logits(zs_test, ft_test, lq, log_source_prior=log_ps,
                                                                  zs_temperature=fit.temperature_), y_test),
                     "distance_to_full": float((lq - full[temp]).abs().mean()),
+                    **({} if true_log_prior is None else
+                       {"mae_true": float(((lq - lq.mean()) - (true_log_prior - true_log_prior.mean())).abs().mean())}),
                 })
     return pd.DataFrame(rows)

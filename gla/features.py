@@ -47,7 +47,10 @@ def dataset_identity(dataset) -> dict[str, Any]:
     else:
         h.update("\n".join(map(str, dataset.images)).encode())
     h.update(dataset.labels.numpy().tobytes())
-    return {"dataset": dataset.name, "split": dataset.split, "n": len(dataset), "items": h.hexdigest()[:16]}
+    ident = {"dataset": dataset.name, "split": dataset.split, "n": len(dataset), "items": h.hexdigest()[:16]}
+    if getattr(dataset, "crop_border", 0):
+        ident["crop_border"] = dataset.crop_border
+    return ident
 
 
 def features_path(backbone, dataset, cache_dir: str | os.PathLike) -> Path:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -82,6 +83,34 @@ def _distributed() -> tuple[bool, int, int]:
     return False, 0, 1
 
 
+@contextmanager
+def distributed_from_env(device: str = "cpu") -> Iterator[str]:
+    """Join the process group that ``torchrun`` describes in the environment.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) this initialises ``torch.distributed`` (NCCL
+    on CUDA, each process on ``cuda:<LOCAL_RANK>``; gloo on the CPU), yields the device of
+    this process, and tears the group down afterwards. Launched plainly it yields
+    ``device`` unchanged, so the same entry point serves one process and many.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield device
+        return
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        torch.cuda.set_device(local_rank)
+        device, backend = f"cuda:{local_rank}", "nccl"
+    else:
+        backend = "gloo"
+    dist.init_process_group(backend)
+    try:
+        yield device
+    finally:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = FinetuneConfig(), *,
              device: str | torch.device = "cpu", log_source_prior: torch.Tensor | None = None,
              checkpoint: str | os.PathLike | None = None, progress: bool = True,
@@ -147,7 +176,7 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
             running += float(loss.detach()) * len(labels)
             n_seen += len(labels)
             step += 1
-        record = {"epoch": epoch + 1, "train_loss": running / max(1, n_seen), "lr": lr}
+        record = {"epoch": epoch + 1, "train_loss": running / max(1, n_seen), "lr": lr, "world_size": world_size}
         if on_epoch_end is not None:
             model.eval()
             record.update(on_epoch_end(epoch + 1, model) or {})
@@ -155,6 +184,10 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
     model.eval()
     if checkpoint is not None and rank == 0:
         atomic_save({"state_dict": model.state_dict(), "recipe": asdict(cfg), "history": history}, checkpoint)
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()  # every process sees the checkpoint before going on
     return model, history
 
 

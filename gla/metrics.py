@@ -169,3 +169,23 @@ def expected_calibration_error(logits: ArrayLike, labels: ArrayLike, n_bins: int
         rows.append({"lower": float(edges[b]), "upper": float(edges[b + 1]), "count": cnt,
                      "confidence": c, "accuracy": a})
     return ece, pd.DataFrame(rows)
+
+
+def rank_correlation(a: ArrayLike, b: ArrayLike) -> float:
+    """Spearman rank correlation of two per-class vectors (average ranks for ties)."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(_as_numpy(a), _as_numpy(b)).correlation)
+
+
+def linear_correlation(a: ArrayLike, b: ArrayLike) -> float:
+    """Pearson correlation of two per-class vectors."""
+    from scipy.stats import pearsonr
+
+    return float(pearsonr(_as_numpy(a), _as_numpy(b))[0])
+
+
+def _as_numpy(a: ArrayLike):
+    import numpy as np
+
+    return a.detach().cpu().double().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, dtype=float)

@@ -114,3 +114,19 @@ def true_log_prior(ctx: Context, dataset: str):
     if spec.classes != "concepts" or spec.concept_subset is not None:
         return None
     return World(ctx.world).log_prior
+
+
+def world_corpus_counts(ctx: Context, dataset: str):
+    """How many pretraining images of each class the world's CLIP saw (exactly, from the
+    recipe stored in its checkpoint), when the task's classes are the world's concepts;
+    else None (real data, attribute groupings)."""
+    if true_log_prior(ctx, dataset) is None:
+        return None
+    import torch
+
+    from .world import PretrainConfig, World, WorldConfig, corpus_counts
+
+    ckpt = torch.load(ctx.pretrained, map_location="cpu", weights_only=False)
+    if "pretrain_config" not in ckpt or "world_config" not in ckpt:
+        raise ValueError(f"pretrained: {ctx.pretrained} is not a world checkpoint with its recipe")
+    return corpus_counts(World(WorldConfig(**ckpt["world_config"])), PretrainConfig(**ckpt["pretrain_config"]))

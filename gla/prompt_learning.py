@@ -10,7 +10,6 @@ the prompt's words, initialised from "a photo of a".
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import torch
@@ -127,31 +126,37 @@ def train_prompts(learner: _PromptBase, train_features: torch.Tensor, train_labe
     dev = learner.tokens.device
     x, y = train_features.to(dev).float(), train_labels.to(dev)
     xv, yv = val_features.to(dev).float(), val_labels.to(dev)
+    history: list[dict] = []
+    best: dict = {"acc": -1.0, "epoch": 0, "state": None}
 
-    def val_acc() -> float:
-        with torch.no_grad():
-            return float((learner(xv).argmax(1) == yv).float().mean())
+    def record(epoch: int, text_features: torch.Tensor, loss: float) -> None:
+        # Validation accuracy of the parameters that produced ``text_features``.
+        acc = float(((xv @ text_features.T).argmax(1) == yv).float().mean())
+        history.append({"epoch": epoch, "train_loss": loss, "val_accuracy": acc})
+        if acc > best["acc"]:
+            best.update(acc=acc, epoch=epoch,
+                        state={k: v.detach().clone() for k, v in learner.named_parameters() if v.requires_grad})
 
-    best_state = copy.deepcopy({k: v.detach().clone() for k, v in learner.named_parameters() if v.requires_grad})
-    best_acc, best_epoch = val_acc(), 0
-    history = [{"epoch": 0, "train_loss": float("nan"), "val_accuracy": best_acc}]
     bs = batch_size or len(y)
+    last_loss = float("nan")
     for epoch in trange(1, epochs + 1, disable=not progress, desc="prompt tuning"):
         perm = torch.randperm(len(y), generator=g).to(dev)
         total = 0.0
         for i in range(0, len(y), bs):
             idx = perm[i:i + bs]
-            loss = nn.functional.cross_entropy(learner(x[idx]), y[idx])
+            text = learner.text_features()
+            if i == 0:  # the parameters after epoch - 1: score them on val with the same forward pass
+                record(epoch - 1, text.detach(), last_loss)
+            loss = nn.functional.cross_entropy(learner.logit_scale * x[idx] @ text.T, y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
         sched.step()
-        acc = val_acc()
-        history.append({"epoch": epoch, "train_loss": total / len(y), "val_accuracy": acc})
-        if acc > best_acc:
-            best_acc, best_epoch = acc, epoch
-            best_state = {k: v.detach().clone() for k, v in learner.named_parameters() if v.requires_grad}
+        last_loss = total / len(y)
+    with torch.no_grad():
+        record(epochs, learner.text_features(), last_loss)
+    best_acc, best_epoch, best_state = best["acc"], best["epoch"], best["state"]
     with torch.no_grad():
         for k, v in learner.named_parameters():
             if k in best_state:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .datasets import DatasetEntry, LabelledImages, register
+from .datasets import ClassGroups, ClassSubset, DatasetEntry, LabelledImages, register
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -193,14 +193,27 @@ def _reference_wnids(root: Path) -> list[str]:
     raise _layout_error("imagenet", root, IMAGENET_LAYOUT, train)
 
 
-def project_logits(logits: torch.Tensor, class_subset: torch.Tensor | None) -> torch.Tensor:
-    """Keep the columns of ``class_subset`` (ImageNet-R/-A: 200 of the 1000 classes)."""
-    return logits if class_subset is None else logits[:, class_subset.to(logits.device)]
+def project_logits(logits: torch.Tensor, class_subset: ClassSubset) -> torch.Tensor:
+    """Logits over a test set's classes from logits over the model's classes.
 
-
-def project_labels(labels: torch.Tensor, class_subset: torch.Tensor | None) -> torch.Tensor:
-    """Map 1000-way labels to their position within ``class_subset``."""
+    ``None``: unchanged. An index tensor (ImageNet-R/-A, 200 of the 1000 classes): those
+    columns. :class:`~gla.datasets.ClassGroups` (ObjectNet): the maximum over each group.
+    """
     if class_subset is None:
+        return logits
+    if isinstance(class_subset, ClassGroups):
+        return torch.stack([logits[:, list(g)].max(dim=1).values for g in class_subset.groups], dim=1)
+    return logits[:, class_subset.to(logits.device)]
+
+
+def project_labels(labels: torch.Tensor, class_subset: ClassSubset) -> torch.Tensor:
+    """Labels in the test set's class space: positions within an index subset; group
+    labels (ObjectNet) are already group indices and are only checked."""
+    if class_subset is None:
+        return labels
+    if isinstance(class_subset, ClassGroups):
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(class_subset)):
+            raise ValueError(f"labels: expected group indices 0..{len(class_subset) - 1}")
         return labels
     pos = torch.full((max(int(class_subset.max()), int(labels.max())) + 1,), -1, dtype=torch.long)
     pos[class_subset] = torch.arange(len(class_subset))
@@ -208,6 +221,91 @@ def project_labels(labels: torch.Tensor, class_subset: torch.Tensor | None) -> t
     if (out < 0).any():
         raise ValueError("labels: some labels are outside the class subset")
     return out
+
+
+def project_log_prior(log_prior: torch.Tensor, class_subset: ClassSubset) -> torch.Tensor:
+    """A log prior over the model's classes restricted to a test set's classes and
+    renormalised (a group's mass is the sum over its members)."""
+    if class_subset is None:
+        return log_prior
+    if isinstance(class_subset, ClassGroups):
+        lq = torch.stack([torch.logsumexp(log_prior[list(g)], 0) for g in class_subset.groups])
+    else:
+        lq = log_prior[class_subset.to(log_prior.device)]
+    return lq - torch.logsumexp(lq, 0)
+
+
+# --------------------------------------------------------------------------- ObjectNet
+
+OBJECTNET_LAYOUT = """  objectnet-1.0/
+    images/<folder>/*.png                      (313 object folders; the 113 mapped to ImageNet are read)
+    mappings/folder_to_objectnet_label.json    ({"<folder>": "<ObjectNet class>", ...})
+    mappings/objectnet_to_imagenet_1k.json     ({"<ObjectNet class>": "<ImageNet label>; <ImageNet label>", ...})
+    mappings/imagenet_to_label_2012_v2         (1000 lines: the ImageNet label of each 2012 class id)
+    mappings/pytorch_to_imagenet_2012_id.json  ({"<sorted-wnid index>": <2012 class id>, ...})"""
+
+
+def objectnet_mapping(root: str | os.PathLike) -> tuple[list[str], list[str], ClassGroups]:
+    """ObjectNet's classes that overlap ImageNet, from the mapping files shipped with it.
+
+    Returns the image folders and the ObjectNet class names of the 113 overlapping classes
+    (sorted by folder) and, for each, the indices of its ImageNet classes in sorted-wnid
+    order (the order of :func:`imagenet_classnames`).
+    """
+    root = Path(root)
+    maps = root / "objectnet-1.0" / "mappings"
+    files = ["folder_to_objectnet_label.json", "objectnet_to_imagenet_1k.json", "imagenet_to_label_2012_v2",
+             "pytorch_to_imagenet_2012_id.json"]
+    _require("objectnet", root, OBJECTNET_LAYOUT, *(maps / f for f in files))
+    folder_of = {label: folder for folder, label in json.loads((maps / files[0]).read_text()).items()}
+    to_imagenet = json.loads((maps / files[1]).read_text())
+    label_2012 = [ln.strip() for ln in (maps / files[2]).read_text().splitlines() if ln.strip()]
+    index_of_2012 = {int(v): int(k) for k, v in json.loads((maps / files[3]).read_text()).items()}
+    index_of_label = {lab: index_of_2012[i] for i, lab in enumerate(label_2012) if i in index_of_2012}
+    groups: dict[str, tuple[int, ...]] = {}
+    names: dict[str, str] = {}
+    for obj_name, imagenet_labels in to_imagenet.items():
+        if obj_name not in folder_of:
+            raise ValueError(f"objectnet: class '{obj_name}' of objectnet_to_imagenet_1k.json has no folder in "
+                             "folder_to_objectnet_label.json")
+        ids = []
+        for lab in imagenet_labels.split("; "):
+            if lab not in index_of_label:
+                raise ValueError(f"objectnet: ImageNet label '{lab}' (for '{obj_name}') is not a line of "
+                                 "imagenet_to_label_2012_v2 with an index in pytorch_to_imagenet_2012_id.json")
+            ids.append(index_of_label[lab])
+        groups[folder_of[obj_name]] = tuple(ids)
+        names[folder_of[obj_name]] = obj_name
+    folders = sorted(groups)
+    return folders, [names[f].lower() for f in folders], ClassGroups(tuple(groups[f] for f in folders))
+
+
+def load_objectnet(split: str, root: str | os.PathLike, transform: Callable | None = None) -> LabelledImages:
+    """ObjectNet's 113 ImageNet-overlapping classes as a test set for 1000-way models.
+
+    Labels index the 113 classes (sorted by folder); ``class_subset`` is a
+    :class:`~gla.datasets.ClassGroups` that max-pools 1000-way logits onto them (as in
+    the WiSE-FT evaluation); the 2-pixel frame of each image is cropped before the
+    transform. ``classnames`` are ImageNet's (the model's head); the ObjectNet names are in
+    ``meta["objectnet_classnames"]``.
+    """
+    root = Path(root)
+    folders, obj_names, groups = objectnet_mapping(root)
+    images = root / "objectnet-1.0" / "images"
+    _require("objectnet", root, OBJECTNET_LAYOUT, images)
+    paths, labels = [], []
+    for y, f in enumerate(folders):
+        d = images / f
+        if not d.is_dir():
+            raise _layout_error("objectnet", root, OBJECTNET_LAYOUT, d)
+        files = _list_images(d)
+        paths += [str(p) for p in files]
+        labels += [y] * len(files)
+    if not paths:
+        raise _layout_error("objectnet", root, OBJECTNET_LAYOUT, images / "<folder>" / "*.png")
+    return LabelledImages(paths, labels, imagenet_classnames(), templates_for("imagenet"), name="objectnet",
+                          split=split, transform=transform, class_subset=groups, crop_border=2,
+                          meta={"objectnet_classnames": obj_names, "folders": folders})
 
 
 # --------------------------------------------------------------------------- CoOp few-shot sets
@@ -407,6 +505,7 @@ def _register_all() -> None:
     register(DatasetEntry("imagenet", load_imagenet, all_splits, "real", "ImageNet"))
     for name in SHIFT_LAYOUTS:
         register(DatasetEntry(name, shift(name), ("test",), "real", name))
+    register(DatasetEntry("objectnet", load_objectnet, ("test",), "real", "ObjectNet"))
     for name in COOP:
         register(DatasetEntry(name, coop(name), all_splits, "real", name))
     register(DatasetEntry("fgvc_aircraft", load_fgvc_aircraft, all_splits, "real", "FGVC-Aircraft"))

@@ -37,6 +37,16 @@ EXPECTED = {  # notebook -> files its output folder must hold, and columns of it
     "08_long_tail": (["long_tail.json"], ("long_tail.csv", {"many", "medium", "few", "mean_per_class", "method"})),
     "09_ablations": (["estimation_ablation.png"],
                      ("estimation_ablation.csv", {"per_class", "seed", "temperature", "debiased_top1", "gla_top1"})),
+    "10_prior_vs_truth": (["zipf_sweep.png", "zipf_sweep.json", "prior_explained.png", "prior_explained_joint.csv"],
+                          ("zipf_sweep.csv", {"world_zipf_exponent", "world_seed", "spearman_estimated_true",
+                                              "bias_slope", "head_minus_tail"})),
+    "11_estimators": (["estimators_compared.png", "estimators_compared.json"],
+                      ("estimators_compared.csv", {"estimator", "debiased_top1", "gla_top1", "spearman_true",
+                                                   "mae_to_exact", "sum_q"})),
+    "12_calibration": (["reliability.png", "reliability_bins.csv"],
+                       ("calibration.csv", {"model", "top1", "ece", "mean_confidence"})),
+    "13_real_frequencies": (["world_counts.json", "world_counts.tsv", "prior_vs_counts.png"],
+                            ("prior_vs_counts.csv", {"classname", "count", "estimated_log_prior", "name_match"})),
 }
 
 

@@ -46,3 +46,33 @@ def test_gla_run_writes_tidy_results(tiny_openclip, tmp_path):
     assert code == 0
     df = pd.read_csv(tmp_path / "out" / "long_tail.csv")
     assert len(df) == 7 and {"method", "many", "medium", "few", "mean_per_class"} <= set(df.columns)
+
+
+def test_finetune_under_torchrun_lands_where_the_protocol_looks(smoke_checkpoint, tmp_path, monkeypatch, capsys):
+    """Two CPU processes (gloo) launched by torchrun fine-tune through DDP; the single-process
+    entry point then finds the checkpoint and trains nothing."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    import torch
+
+    import gla.experiments as ex
+
+    args = ["finetune", "world-small", "--pretrained", str(smoke_checkpoint), "--smoke", "--quiet",
+            "--cache-dir", str(tmp_path)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "gla", *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-4000:]
+    printed = re.findall(r"fine-tuned checkpoint: (\S+)", r.stdout)
+    assert len(printed) == 1  # rank 0 reports
+    saved = torch.load(printed[0], map_location="cpu", weights_only=False)
+    assert [h["world_size"] for h in saved["history"]] == [2]
+
+    def no_training(*a, **k):
+        raise AssertionError("the cached checkpoint should have been reused")
+
+    monkeypatch.setattr(ex, "finetune", no_training)
+    assert main(args) == 0
+    assert printed[0] in capsys.readouterr().out

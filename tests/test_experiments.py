@@ -99,7 +99,7 @@ def _img(path, colour):
 
 
 @pytest.fixture
-def real_root(tmp_path):
+def real_root(tmp_path, objectnet_fixture):
     """ImageNet-LT and CoOp (DTD) fixtures in their exact on-disk formats."""
     colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
     wnids = ["n01440764", "n01443537", "n01484850"]
@@ -122,6 +122,7 @@ def real_root(tmp_path):
                 _img(tmp_path / "dtd" / "images" / rel, colours[y])
                 split_json[split].append([rel, y, c])
     (tmp_path / "dtd" / "split_zhou_DescribableTextures.json").write_text(json.dumps(split_json))
+    objectnet_fixture(tmp_path)
     return tmp_path
 
 
@@ -132,7 +133,9 @@ def test_real_path_end_to_end_on_fixtures(tiny_openclip, real_root, tmp_path, sp
                          cache_dir=tmp_path / "c", epochs=2, progress=False)
     ms = ex.run_many_shot(tiny_openclip, None, "imagenet_lt", root=str(real_root), cache_dir=tmp_path / "c",
                           recipe=FinetuneConfig(epochs=1, lr=1e-4, batch_size=8, warmup_steps=1),
-                          alphas=(0.0, 1.0), progress=False)
+                          alphas=(0.0, 1.0), shifted=["objectnet"], progress=False)
     assert_no_test_choices(spy)
     assert len(lt) == 7 and len(fs) == 6 and ((ms.split == "test") & (ms.method != "WiSE-FT sweep")).sum() == 7
+    on = ms[ms.split == "test:objectnet"]
+    assert len(on) == 7 and on.top1.between(0, 1).all() and on.top5.eq(1.0).all()  # 2 classes: top-5 is sure
     assert set(lt.dataset) == {"imagenet_lt"} and set(fs.dataset) == {"dtd"}

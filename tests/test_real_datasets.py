@@ -58,6 +58,48 @@ def test_imagenet_r_subset_and_projection(imagenet_root):
     assert project_labels(r.labels, r.class_subset).tolist() == [0, 1]
 
 
+def test_objectnet_mapping_groups_crop_and_max_projection(imagenet_root, objectnet_fixture):
+    from gla.datasets import ClassGroups
+    from gla.real_datasets import objectnet_mapping, project_log_prior
+
+    objectnet_fixture(imagenet_root)
+    folders, names, groups = objectnet_mapping(imagenet_root)
+    assert folders == ["fish_bowl", "shark_toy"] and names == ["fish", "shark"]
+    assert groups == ClassGroups(((1, 0), (2,)))  # goldfish is index 1, tench 0 in sorted-wnid order
+    on = load_dataset("objectnet", "test", root=imagenet_root)
+    assert on.labels.tolist() == [0, 0, 1] and on.meta["objectnet_classnames"] == ["fish", "shark"]
+    x, _ = on[0]
+    assert x.size == (8, 8) and x.getcolors() == [(64, (0, 0, 200))]  # the frame is cut off
+    assert on.subset([2]).crop_border == 2
+    logits = torch.tensor([[1.0, 5.0, 2.0], [3.0, 0.0, 4.0]])
+    assert project_logits(logits, on.class_subset).tolist() == [[5.0, 2.0], [3.0, 4.0]]
+    assert project_labels(on.labels, on.class_subset).tolist() == [0, 0, 1]
+    lq = project_log_prior(torch.log(torch.tensor([0.5, 0.3, 0.2])), on.class_subset)
+    assert torch.allclose(lq.exp(), torch.tensor([0.8, 0.2]))
+    with pytest.raises(ValueError, match="group indices"):
+        project_labels(torch.tensor([2]), on.class_subset)
+
+
+def test_objectnet_bad_mapping_and_layout(imagenet_root, tmp_path, objectnet_fixture):
+    with pytest.raises(FileNotFoundError, match=r"mappings/objectnet_to_imagenet_1k.json"):
+        load_dataset("objectnet", "test", root=tmp_path)
+    objectnet_fixture(imagenet_root)
+    maps = imagenet_root / "objectnet-1.0" / "mappings"
+    (maps / "objectnet_to_imagenet_1k.json").write_text(json.dumps({"Fish": "goldfish; carp"}))
+    with pytest.raises(ValueError, match="'carp'"):
+        load_dataset("objectnet", "test", root=imagenet_root)
+
+
+def test_objectnet_features_are_keyed_by_the_crop(imagenet_root, objectnet_fixture):
+    from gla.features import dataset_identity
+
+    objectnet_fixture(imagenet_root)
+    on = load_dataset("objectnet", "test", root=imagenet_root)
+    plain = on.subset(range(len(on)))
+    plain.crop_border = 0
+    assert dataset_identity(on) != dataset_identity(plain)
+
+
 def test_imagenet_v2_uses_index_folders(imagenet_root):
     base = imagenet_root / "imagenetv2" / "imagenetv2-matched-frequency-format-val"
     img(base / "0" / "a.jpeg")

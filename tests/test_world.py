@@ -65,6 +65,21 @@ def test_corpus_follows_the_prior():
     assert torch.allclose(freq[top].double(), w.prior[top], atol=0.02)
     # The corpus is reproducible from (seed, step).
     assert torch.equal(batch(w, 5, 32, 0, tok)[0], batch(w, 5, 32, 0, tok)[0])
+    # corpus_counts counts exactly these draws, without rendering.
+    from gla.world import PretrainConfig, corpus_counts
+
+    assert torch.equal(corpus_counts(w, PretrainConfig(steps=40, batch_size=256)), counts.long())
+
+
+def test_world_corpus_counts_come_from_the_checkpoint_recipe(smoke_checkpoint):
+    from gla.notebook import Context, world_corpus_counts
+    from gla.world import SMOKE_PRETRAIN, corpus_counts
+
+    ctx = Context("gla-world-tiny", str(smoke_checkpoint), None, None, "cpu", True, None, WorldConfig())
+    counts = world_corpus_counts(ctx, "world-main")
+    assert int(counts.sum()) == SMOKE_PRETRAIN.steps * SMOKE_PRETRAIN.batch_size
+    assert torch.equal(counts, corpus_counts(World(WorldConfig()), SMOKE_PRETRAIN))
+    assert world_corpus_counts(ctx, "world-colour-shape") is None  # attribute groupings: no concept counts
 
 
 def test_captions_mix_names_and_attributes():

@@ -10,7 +10,7 @@ Unlike the paper's setting, this world knows its true pretraining prior
 """
 
 from .concepts import ZERO_SHOT_TEMPLATES, WordTokenizer, World, WorldConfig
-from .pretrain import SMOKE_PRETRAIN, PretrainConfig, checkpoint_path, pretrain
+from .pretrain import SMOKE_PRETRAIN, STUDY_PRETRAIN, PretrainConfig, checkpoint_path, corpus_counts, pretrain
 from .render import STYLES, Style, render
 from .tasks import (
     FEW_SHOT_TASKS,
@@ -25,7 +25,7 @@ from .tasks import (
 )
 
 __all__ = [
-    "FEW_SHOT_TASKS", "LONG_TAIL_TASKS", "MANY_SHOT_TASKS", "SHIFTED_TASKS", "SMOKE_PRETRAIN", "STYLES",
-    "TASKS", "ZERO_SHOT_TEMPLATES", "PretrainConfig", "Split", "Style", "TaskSpec", "WordTokenizer", "World",
-    "WorldConfig", "checkpoint_path", "make_split", "pretrain", "render", "task_classes",
+    "FEW_SHOT_TASKS", "LONG_TAIL_TASKS", "MANY_SHOT_TASKS", "SHIFTED_TASKS", "SMOKE_PRETRAIN", "STUDY_PRETRAIN",
+    "STYLES", "TASKS", "ZERO_SHOT_TEMPLATES", "PretrainConfig", "Split", "Style", "TaskSpec", "WordTokenizer",
+    "World", "WorldConfig", "checkpoint_path", "corpus_counts", "make_split", "pretrain", "render", "task_classes",
 ]

@@ -44,12 +44,30 @@ class PretrainConfig:
 
 
 SMOKE_PRETRAIN = PretrainConfig(steps=150, batch_size=128, warmup=20, checkpoint_every=50)
+# A shorter recipe for studies that pretrain many worlds (the Zipf-exponent sweep of the
+# book's "Beyond the paper" part), so that they fit the book's time budget; one thread,
+# as the sweep runs worlds side by side. The book says so wherever it is used.
+STUDY_PRETRAIN = PretrainConfig(steps=200, batch_size=128, warmup=20, checkpoint_every=100, threads=1)
+
+
+def _batch_concepts(world: World, step: int, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Generator]:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    return torch.multinomial(world.prior, batch_size, replacement=True, generator=g), g
+
+
+def corpus_counts(world: World, cfg: "PretrainConfig") -> torch.Tensor:
+    """How many pretraining images of each concept the recipe ``cfg`` draws (exactly the
+    draws of :func:`batch`, without rendering): the world's own concept counts."""
+    counts = torch.zeros(world.n_concepts, dtype=torch.long)
+    for step in range(cfg.steps):
+        counts += torch.bincount(_batch_concepts(world, step, cfg.batch_size, cfg.seed)[0],
+                                 minlength=world.n_concepts)
+    return counts
 
 
 def batch(world: World, step: int, batch_size: int, seed: int, tokenizer: WordTokenizer):
     """The corpus' batch number ``step``: (images in [0, 1], token ids, concept ids)."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    concepts = torch.multinomial(world.prior, batch_size, replacement=True, generator=g)
+    concepts, g = _batch_concepts(world, step, batch_size, seed)
     other = torch.rand(batch_size, generator=g) < world.config.style_share
     style_idx = torch.where(other, torch.randint(1, len(PRETRAIN_STYLES) + 1, (batch_size,), generator=g), 0)
     images = torch.empty(batch_size, 3, world.config.image_size, world.config.image_size)

@@ -1,0 +1,151 @@
+"""Per-class concept counts in a pretraining corpus, read from the files people publish.
+
+Two public formats are read (GLA_NOTES section 6):
+
+- ``json``: a JSON object ``{"<concept>": <count>, ...}`` in class order, as in
+  bethgelab/frequency_determines_performance (``search_counts/*_search_counts.json``;
+  keys may use ``_`` for spaces and need not spell the dataset's class names exactly);
+- ``tsv``: one ``<class name><TAB><count>`` line per class in class order, as in
+  CVMI-Lab/clip-beyond-tail (``metadata/freqs/class_frequency_*.txt``).
+
+:func:`read_concept_counts` aligns a file to a dataset's class names: by position when the
+file has one entry per class (both formats list classes in order), otherwise by
+normalised name, and it fails naming the classes it could not find. Such counts only make
+sense against a model pretrained on the counted corpus (a LAION-trained open_clip tag for
+LAION counts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+FORMATS = ("json", "tsv")
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"\s+", " ", name.replace("_", " ").strip().lower())
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """``json`` when the file is a JSON object, ``tsv`` when its lines end in a count."""
+    text = Path(path).read_text(encoding="utf-8").lstrip()
+    return "json" if text.startswith("{") else "tsv"
+
+
+def _parse(path: Path, fmt: str) -> list[tuple[str, float]]:
+    text = path.read_text(encoding="utf-8")
+    if fmt == "json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: expected a JSON object {{concept: count}} ({e})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object {{concept: count}}, got {type(data).__name__}")
+        items = list(data.items())
+    else:
+        items = []
+        for i, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            parts = line.rstrip("\n").split("\t") if "\t" in line else line.rsplit(maxsplit=1)
+            if len(parts) < 2:
+                raise ValueError(f"{path}, line {i}: expected '<class name><TAB><count>', got {line!r}")
+            items.append(("\t".join(parts[:-1]), parts[-1]))
+    out = []
+    for name, count in items:
+        try:
+            value = float(count)
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: the count of '{name}' is not a number: {count!r}") from None
+        if value < 0:
+            raise ValueError(f"{path}: the count of '{name}' is negative ({value})")
+        out.append((str(name), value))
+    if not out:
+        raise ValueError(f"{path}: no counts found")
+    return out
+
+
+def read_concept_counts(path: str | os.PathLike, classnames: Sequence[str] | None = None, *,
+                        fmt: str | None = None) -> pd.DataFrame:
+    """Read a concept-count file and align it to ``classnames``.
+
+    Parameters
+    ----------
+    path : path
+        A ``json`` or ``tsv`` count file (see the module docstring).
+    classnames : sequence of str, optional
+        The dataset's class names in label order. Without them the file's order is kept.
+    fmt : {"json", "tsv"}, optional
+        Default: detected from the content.
+
+    Returns
+    -------
+    DataFrame
+        One row per class, in label order: ``class_index``, ``classname``,
+        ``file_name`` (the key in the file), ``count``, and ``name_match`` (the
+        normalised names agree; False where alignment is positional and the names differ).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such count file")
+    fmt = fmt or detect_format(path)
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt: expected one of {FORMATS}, got {fmt!r}")
+    items = _parse(path, fmt)
+    if classnames is None:
+        names = [n for n, _ in items]
+        return pd.DataFrame({"class_index": range(len(items)), "classname": names, "file_name": names,
+                             "count": [c for _, c in items], "name_match": True})
+    classnames = list(classnames)
+    if len(items) == len(classnames):
+        rows = items
+    else:
+        by_name = {}
+        for n, c in items:
+            by_name.setdefault(_normalise(n), (n, c))
+        missing = [c for c in classnames if _normalise(c) not in by_name]
+        if missing:
+            shown = ", ".join(repr(m) for m in missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise ValueError(f"{path}: {len(items)} entries for {len(classnames)} classes, and {len(missing)} class "
+                             f"names are not in the file ({shown}); expected one entry per class in label order, "
+                             "or entries named after the classes")
+        rows = [by_name[_normalise(c)] for c in classnames]
+    return pd.DataFrame({"class_index": range(len(classnames)), "classname": classnames,
+                         "file_name": [n for n, _ in rows], "count": [c for _, c in rows],
+                         "name_match": [_normalise(n) == _normalise(c) for (n, _), c in zip(rows, classnames)]})
+
+
+def log_frequency_prior(counts: Sequence[float] | torch.Tensor, *, pseudo_count: float = 1.0) -> torch.Tensor:
+    """``log`` of the normalised counts plus ``pseudo_count`` (zero counts occur in the files)."""
+    c = torch.as_tensor(list(counts) if not isinstance(counts, torch.Tensor) else counts, dtype=torch.float64)
+    if c.ndim != 1 or (c < 0).any():
+        raise ValueError("counts: expected a 1-D sequence of non-negative numbers")
+    lp = torch.log(c + pseudo_count)
+    return lp - torch.logsumexp(lp, 0)
+
+
+def write_concept_counts(path: str | os.PathLike, classnames: Sequence[str], counts: Sequence[float] | torch.Tensor,
+                         fmt: str) -> Path:
+    """Write counts in one of the published formats (atomically); used for the world's own
+    counts and for test fixtures."""
+    from .cache import atomic_write_text
+
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt: expected one of {FORMATS}, got {fmt!r}")
+    counts = [float(c) for c in (counts.tolist() if isinstance(counts, torch.Tensor) else counts)]
+    if len(counts) != len(classnames):
+        raise ValueError(f"counts: expected {len(classnames)} values, got {len(counts)}")
+    as_num = [int(c) if float(c).is_integer() else c for c in counts]
+    if fmt == "json":
+        text = json.dumps({n.replace(" ", "_"): c for n, c in zip(classnames, as_num)}, indent=4)
+    else:
+        text = "".join(f"{n}\t{c}\n" for n, c in zip(classnames, as_num))
+    atomic_write_text(path, text)
+    return Path(path)
