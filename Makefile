@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.installed-stamp
 # Book parameters: the default runs every notebook on the miniature world.
 PARAMS ?= notebooks/params/default.yaml
 OUT    ?= book/generated
+# Notebook kernels run side by side after the world's pretraining (lanes in the params file).
+JOBS   ?= 2
 
 # Root installs system packages directly; others go through sudo.
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -36,7 +38,7 @@ test: $(STAMP) chromium
 	$(BIN)/python -m pytest
 
 notebooks: $(STAMP)
-	$(BIN)/python -m gla book run --params $(PARAMS) --out $(OUT)
+	$(BIN)/python -m gla book run --params $(PARAMS) --out $(OUT) --jobs $(JOBS)
 
 html: $(STAMP)
 	$(BIN)/jupyter-book build book/ -W --keep-going

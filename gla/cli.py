@@ -20,7 +20,7 @@ def _book_run(args: argparse.Namespace) -> int:
     from .book import run_notebooks
 
     overrides = {"smoke": True} if args.smoke else None
-    run_notebooks(args.params, args.out, only=args.only or None, overrides=overrides)
+    run_notebooks(args.params, args.out, only=args.only or None, overrides=overrides, jobs=args.jobs)
     return 0
 
 
@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="book/generated", help="folder for executed notebooks")
     run.add_argument("--only", nargs="*", help="notebook stems to run (default: all)")
     run.add_argument("--smoke", action="store_true", help="run every notebook in its smoke setting")
+    run.add_argument("--jobs", type=int, default=1,
+                     help="kernels side by side (one thread each), following the file's 'lanes'")
     run.set_defaults(func=_book_run)
 
     est = sub.add_parser("estimate", help="estimate the label prior from saved logits")

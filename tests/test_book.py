@@ -15,7 +15,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from gla.book import list_notebooks, run_notebooks
+from gla.book import NOTEBOOKS_DIR, list_notebooks, load_params, run_notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +57,8 @@ def smoke_book(tmp_path_factory):
     shutil.copy(ROOT / "_config.yml", tmp / "_config.yml")
     shutil.copytree(ROOT / "book", tmp / "book", ignore=shutil.ignore_patterns("generated*", "_build"))
     out = tmp / "book" / "generated"
-    run_notebooks({"smoke": True, "cache_dir": str(tmp_path_factory.mktemp("cache"))}, out)
+    lanes = load_params(NOTEBOOKS_DIR / "params" / "default.yaml")["lanes"]  # as `make book` runs them
+    run_notebooks({"smoke": True, "cache_dir": str(tmp_path_factory.mktemp("cache")), "lanes": lanes}, out, jobs=2)
     jb = shutil.which("jupyter-book") or str(Path(sys.executable).parent / "jupyter-book")
     build = subprocess.run([jb, "build", str(tmp / "book"), "-W", "--keep-going",
                             "--path-output", str(tmp / "site")], capture_output=True, text=True, cwd=tmp)
