@@ -149,3 +149,16 @@ def write_concept_counts(path: str | os.PathLike, classnames: Sequence[str], cou
         text = "".join(f"{n}\t{c}\n" for n, c in zip(classnames, as_num))
     atomic_write_text(path, text)
     return Path(path)
+
+
+def read_count_files(paths: Sequence[str | os.PathLike], classnames: Sequence[str], *,
+                     fmt: str | None = None) -> pd.DataFrame:
+    """Read one or more count files for the same classes (e.g. the same counts in both
+    formats) and check that they agree; returns the first file's table."""
+    tables = [read_concept_counts(p, classnames, fmt=fmt) for p in paths]
+    if not tables:
+        raise ValueError("paths: expected at least one count file")
+    for p, t in zip(paths[1:], tables[1:]):
+        if t["count"].tolist() != tables[0]["count"].tolist():
+            raise ValueError(f"{p}: its counts differ from those of {paths[0]}")
+    return tables[0]

@@ -128,3 +128,24 @@ def plot_lines(df: pd.DataFrame, x: str, y: str, hue: str, *, ax=None, title: st
         ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     return ax
+
+
+def plot_reliability(bins: pd.DataFrame, ece: Mapping[str, float], *, axes=None):
+    """Reliability diagrams, one panel per model: accuracy per confidence bin against the
+    diagonal. ``bins`` holds :func:`gla.studies.calibration_table`'s bins (a ``model``
+    column); ``ece`` maps each model to its expected calibration error (a fraction)."""
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(bins["model"]))
+    if axes is None:
+        _, axes = plt.subplots(1, len(models), figsize=(3 * len(models), 3), sharey=True, squeeze=False)
+        axes = axes[0]
+    for ax, name in zip(axes, models):
+        b = bins[(bins["model"] == name) & (bins["count"] > 0)]
+        ax.bar(b["lower"], b["accuracy"], width=b["upper"] - b["lower"], align="edge", alpha=0.7,
+               edgecolor="k", lw=0.3)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
+        ax.set_title(f"{name}\nECE {ece[name] * 100:.1f}%", fontsize=9)
+        ax.set_xlabel("confidence")
+    axes[0].set_ylabel("accuracy")
+    return axes

@@ -64,7 +64,6 @@ def test_plan_lanes():
 
 def test_lanes_run_side_by_side_on_one_thread_each(tmp_path, monkeypatch):
     import os
-    import time
 
     src = tmp_path / "src"
     src.mkdir()

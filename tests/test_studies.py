@@ -125,3 +125,27 @@ def test_log_frequency_prior_handles_zero_counts():
     lp = log_frequency_prior([0, 1, 3])
     assert torch.isfinite(lp).all() and abs(float(torch.logsumexp(lp, 0))) < 1e-12
     assert torch.allclose(lp.exp(), torch.tensor([1 / 7, 2 / 7, 4 / 7], dtype=torch.float64))
+
+
+def test_count_files_must_agree(tmp_path):
+    from gla.frequencies import read_count_files
+
+    a = write_concept_counts(tmp_path / "a.json", NAMES, [1, 2, 3], "json")
+    b = write_concept_counts(tmp_path / "b.tsv", NAMES, [1, 2, 3], "tsv")
+    c = write_concept_counts(tmp_path / "c.tsv", NAMES, [1, 2, 4], "tsv")
+    assert read_count_files([a, b], NAMES)["count"].tolist() == [1, 2, 3]
+    with pytest.raises(ValueError, match="differ"):
+        read_count_files([a, c], NAMES)
+
+
+def test_reliability_diagram_has_a_panel_per_model():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    labels = torch.arange(40) % 2
+    logits = torch.nn.functional.one_hot(labels, 2).float() * 3
+    summary, bins = calibration_table({"a": logits, "b": -logits}, labels, n_bins=5)
+    from gla.report import plot_reliability
+
+    axes = plot_reliability(bins, summary.set_index("model")["ece"])
+    assert [ax.get_title().split("\n")[0] for ax in axes] == ["a", "b"]
