@@ -333,6 +333,14 @@ def _indexed(data: LabelledImages) -> LabelledImages:
                           split=data.split)
 
 
+def _source_log_prior(train: LabelledImages, dataset: str) -> torch.Tensor:
+    """``log p_s`` of a training split (the long-tail protocol's source prior)."""
+    counts = train.class_counts()
+    if (counts == 0).any():
+        raise ValueError(f"{dataset}: every class needs at least one training image for log p_s")
+    return log_prior_from_counts(counts)
+
+
 def zero_shot_split(backbone: str, pretrained: str | None, dataset: str, split: str, *, root: str | None = None,
                     world=None, cache_dir: str | os.PathLike = ".gla_cache", device: str = "cpu",
                     dataset_kwargs: dict | None = None, progress: bool = True) -> dict:
@@ -369,13 +377,7 @@ def finetune_to_cache(backbone: str, pretrained: str | None, dataset: str, *, lo
         train = _load(dataset, "train", root, world, dataset_kwargs)
         m = _Models(bb, train, Path(cache_dir), dev, progress)
         cfg = FinetuneConfig(**{**asdict(recipe), "loss": loss})
-        log_ps = None
-        if loss == "la":
-            counts = train.class_counts()
-            if (counts == 0).any():
-                raise ValueError(f"{dataset}: every class needs at least one training image for log p_s")
-            log_ps = log_prior_from_counts(counts)
-        m.finetuned(train, cfg, log_source_prior=log_ps)
+        m.finetuned(train, cfg, log_source_prior=_source_log_prior(train, dataset) if loss == "la" else None)
         return m.finetuned_path(train, cfg)
 
 
@@ -391,10 +393,7 @@ def run_long_tail(backbone: str, pretrained: str | None, dataset: str, *, root: 
     cache = Path(cache_dir)
     bb = load_backbone(backbone, pretrained, device=device)
     train, val, test = (_load(dataset, s, root, world, dataset_kwargs) for s in ("train", "val", "test"))
-    counts = train.class_counts()
-    if (counts == 0).any():
-        raise ValueError(f"{dataset}: every class needs at least one training image for log p_s")
-    log_ps = log_prior_from_counts(counts)
+    log_ps = _source_log_prior(train, dataset)
     m = _Models(bb, train, cache, device, progress)
     ft_ce = m.finetuned(train, recipe)
     ft_la = m.finetuned(train, FinetuneConfig(**{**asdict(recipe), "loss": "la"}), log_source_prior=log_ps)
@@ -413,7 +412,7 @@ def run_long_tail(backbone: str, pretrained: str | None, dataset: str, *, root: 
         "fine-tuned (LA loss)": la, "WiSE-FT (alpha=0.5)": wise_logits,
         "GLA": gla_logits(zs_test.logits, ce, fit.log_prior_, log_source_prior=log_ps),
     }
-    return pd.DataFrame([_rows(base, k, "test", v.float(), test.labels, train_counts=counts)
+    return pd.DataFrame([_rows(base, k, "test", v.float(), test.labels, train_counts=train.class_counts())
                          for k, v in models.items()])
 
 

@@ -67,8 +67,8 @@ def zero_shot_report(checkpoint: str | os.PathLike, world_cfg: WorldConfig = Wor
 
 
 def _sweep_run(wcfg: WorldConfig, recipe, cache_dir: str) -> dict:
-    """One world of a sweep: pretrain (cached) and measure; runs in a worker process."""
-    torch.set_num_threads(recipe.threads)
+    """One world of a sweep: pretrain (cached; sets the recipe's thread count) and measure;
+    runs in a worker process."""
     from .pretrain import pretrain
 
     ckpt = pretrain(wcfg, recipe, cache_dir=cache_dir, progress=False)
