@@ -31,16 +31,23 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--zipf", type=float, default=WorldConfig().zipf_exponent)
+    ap.add_argument("--zipf-offset", type=float, default=WorldConfig().zipf_offset)
     ap.add_argument("--name-prob", type=float, default=WorldConfig().name_prob)
+    ap.add_argument("--threads", type=int, default=PretrainConfig().threads,
+                    help="pretraining threads (part of the checkpoint's key; 1 to run two benchmarks side by side)")
+    ap.add_argument("--steps", type=int, default=None, help="pretraining steps (default: the recipe's)")
     ap.add_argument("--no-finetune", action="store_true")
     ap.add_argument("--cache-dir", default=".gla_cache")
     ap.add_argument("--out", default="benchmarks/world_results.csv")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     rows = []
     for s in args.seeds:
-        wcfg = WorldConfig(seed=s, zipf_exponent=args.zipf, name_prob=args.name_prob)
-        pcfg = replace(SMOKE_PRETRAIN if args.smoke else PretrainConfig(), seed=s)
+        wcfg = WorldConfig(seed=s, zipf_exponent=args.zipf, zipf_offset=args.zipf_offset,
+                           name_prob=args.name_prob)
+        pcfg = replace(SMOKE_PRETRAIN if args.smoke else PretrainConfig(), seed=s, threads=args.threads)
+        if args.steps is not None:
+            pcfg = replace(pcfg, steps=args.steps)
         ckpt = pretrain(wcfg, pcfg, cache_dir=args.cache_dir, progress=False)
         t0 = time.perf_counter()
         rec = {"seed": s, "recipe": "smoke" if args.smoke else "default", "steps": pcfg.steps,

@@ -129,4 +129,6 @@ def world_corpus_counts(ctx: Context, dataset: str):
     ckpt = torch.load(ctx.pretrained, map_location="cpu", weights_only=False)
     if "pretrain_config" not in ckpt or "world_config" not in ckpt:
         raise ValueError(f"pretrained: {ctx.pretrained} is not a world checkpoint with its recipe")
-    return corpus_counts(World(WorldConfig(**ckpt["world_config"])), PretrainConfig(**ckpt["pretrain_config"]))
+    # checkpoints written before the Zipf-Mandelbrot offset existed used Zipf's law (offset 0)
+    world_cfg = WorldConfig(**{"zipf_offset": 0.0, **ckpt["world_config"]})
+    return corpus_counts(World(world_cfg), PretrainConfig(**ckpt["pretrain_config"]))

@@ -18,9 +18,12 @@ def test_gla_estimate_writes_the_prior_and_diagnostics(tmp_path, capsys):
 
 
 def test_gla_world_info(capsys):
-    assert main(["world", "info", "--n-concepts", "12", "--zipf", "1.0"]) == 0
+    assert main(["world", "info", "--n-concepts", "12", "--zipf", "1.0", "--zipf-offset", "2"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert len(info["concepts"]) == 12 and info["config"]["zipf_exponent"] == 1.0
+    assert info["config"]["zipf_offset"] == 2.0
+    prior = sorted((c["true_prior"] for c in info["concepts"]), reverse=True)
+    assert abs(prior[0] / prior[-1] - 14 / 3) < 1e-9  # (12 + 2) / (1 + 2)
     assert abs(sum(c["true_prior"] for c in info["concepts"]) - 1) < 1e-9
     assert "world-main" in info["tasks"]
 

@@ -12,6 +12,7 @@ def _configs(args: argparse.Namespace):
     from .pretrain import SMOKE_PRETRAIN, PretrainConfig
 
     world = WorldConfig(n_concepts=args.n_concepts, image_size=args.image_size, zipf_exponent=args.zipf,
+                        zipf_offset=args.zipf_offset,
                         name_prob=args.name_prob, style_share=args.style_share, seed=args.world_seed)
     base = SMOKE_PRETRAIN if args.smoke else PretrainConfig()
     overrides = {f.name: getattr(args, f.name) for f in fields(PretrainConfig)
@@ -58,6 +59,8 @@ def add_world_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--n-concepts", type=int, default=d.n_concepts)
         p.add_argument("--image-size", type=int, default=d.image_size)
         p.add_argument("--zipf", type=float, default=d.zipf_exponent, help="Zipf exponent of the corpus")
+        p.add_argument("--zipf-offset", type=float, default=d.zipf_offset,
+                       help="offset q of the Zipf-Mandelbrot law (rank + q) ** -exponent; 0 is Zipf's law")
         p.add_argument("--name-prob", type=float, default=d.name_prob)
         p.add_argument("--style-share", type=float, default=d.style_share)
         p.add_argument("--world-seed", type=int, default=d.seed)

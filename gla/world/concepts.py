@@ -51,8 +51,13 @@ class WorldConfig:
     image_size : int
         Image side in pixels.
     zipf_exponent : float
-        Pretraining concept frequencies are proportional to ``rank ** -zipf_exponent``
-        over a random order of the concepts.
+        Pretraining concept frequencies are proportional to
+        ``(rank + zipf_offset) ** -zipf_exponent`` over a random order of the concepts
+        (ranks 1 to ``n_concepts``).
+    zipf_offset : float
+        The offset ``q`` of the Zipf-Mandelbrot law; 0 gives Zipf's law. A positive offset
+        flattens the head (the top concept takes a smaller share of the corpus) while the
+        tail still falls as a power of the rank.
     name_prob : float
         Share of pretraining captions that contain the concept's name (the rest describe
         attributes only).
@@ -66,7 +71,8 @@ class WorldConfig:
 
     n_concepts: int = 100
     image_size: int = 32
-    zipf_exponent: float = 1.5
+    zipf_exponent: float = 4.0
+    zipf_offset: float = 17.0
     name_prob: float = 0.5
     style_share: float = 0.0
     seed: int = 0
@@ -106,6 +112,8 @@ class World:
             raise ValueError(f"n_concepts: expected 2 to {n_all}, got {c.n_concepts}")
         if c.zipf_exponent < 0:
             raise ValueError(f"zipf_exponent: expected a non-negative number, got {c.zipf_exponent}")
+        if c.zipf_offset < 0:
+            raise ValueError(f"zipf_offset: expected a non-negative number, got {c.zipf_offset}")
         if not 0 <= c.name_prob <= 1:
             raise ValueError(f"name_prob: expected a number in [0, 1], got {c.name_prob}")
         if not 0 <= c.style_share <= 1:
@@ -121,7 +129,7 @@ class World:
         order = torch.randperm(c.n_concepts, generator=g)  # order[r] = concept of rank r
         ranks = torch.empty(c.n_concepts, dtype=torch.float64)
         ranks[order] = torch.arange(1, c.n_concepts + 1, dtype=torch.float64)
-        w = ranks ** (-c.zipf_exponent)
+        w = (ranks + c.zipf_offset) ** (-c.zipf_exponent)
         self.prior = w / w.sum()
 
     @property

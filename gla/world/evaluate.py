@@ -83,7 +83,8 @@ def _sweep_run(wcfg: WorldConfig, recipe, cache_dir: str) -> dict:
 
 def zipf_sweep(exponents, seeds, recipe=None, *, cache_dir: str | os.PathLike = ".gla_cache",
                base: WorldConfig = WorldConfig(), workers: int = 2, progress: bool = True):
-    """Pretrain a world per Zipf exponent and seed (cached) and measure each with
+    """Pretrain a world per exponent of the frequency law and seed (cached; every other
+    setting, the offset included, from ``base``) and measure each with
     :func:`zero_shot_report`. Returns a tidy DataFrame, one row per (exponent, seed), with
     ``head_minus_tail`` (zero-shot, by the true prior) and ``bias_slope`` (the slope of
     the estimated on the true log prior: 1 would mean the model carries the whole prior).

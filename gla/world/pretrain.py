@@ -33,7 +33,7 @@ class PretrainConfig:
     """
 
     model: str = "gla-world-tiny"
-    steps: int = 1200
+    steps: int = 1500
     batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 0.1
