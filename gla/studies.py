@@ -17,6 +17,7 @@ backbone (where it is not, and the columns that need it are left out).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 
@@ -75,7 +76,8 @@ def compare_estimators(zs_val: torch.Tensor, y_val: torch.Tensor, zs_test: torch
             True, lambda: official_lagrangian_prior(zs_val, y_val, n_steps=official_steps)),
         "EM, label-free (Saerens et al.)": (False, lambda: em_prior(pool)),
         "mean predicted probability": (False, lambda: mean_probability_prior(pool)),
-        "uniform (no debiasing)": (False, lambda: torch.zeros(zs_val.shape[1], dtype=torch.float64)),
+        "uniform (no debiasing)": (False, lambda: torch.full((zs_val.shape[1],), -math.log(zs_val.shape[1]),
+                                                             dtype=torch.float64)),
     }
     rows, exact = [], None
     for name, (needs_labels, fn) in estimators.items():

@@ -23,6 +23,7 @@ def test_compare_estimators_recovers_a_planted_prior():
     assert exact.spearman_true > 0.95 and exact.mae_true < 0.1 and exact.mae_to_exact == 0
     uniform = df.set_index("estimator").loc["uniform (no debiasing)"]
     assert np.isnan(uniform.spearman_true) and exact.debiased_top1 > uniform.debiased_top1
+    assert uniform.sum_q == pytest.approx(1.0)  # a normalised uniform prior, not K ones
     assert set(df.columns) >= {"gla_top1", "seconds", "sum_q", "labels", "pearson_true"}
     assert not df.set_index("estimator").labels["EM, label-free (Saerens et al.)"]
 
