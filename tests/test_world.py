@@ -88,6 +88,19 @@ def test_world_corpus_counts_come_from_the_checkpoint_recipe(smoke_checkpoint):
     assert world_corpus_counts(ctx, "world-colour-shape") is None  # attribute groupings: no concept counts
 
 
+def test_corpus_counts_of_a_checkpoint_from_before_the_offset_follow_zipfs_law(smoke_checkpoint, tmp_path):
+    from gla.notebook import Context, world_corpus_counts
+    from gla.world import SMOKE_PRETRAIN, corpus_counts
+
+    ckpt = torch.load(smoke_checkpoint, map_location="cpu", weights_only=False)
+    ckpt["world_config"] = {k: v for k, v in ckpt["world_config"].items() if k != "zipf_offset"}
+    old = tmp_path / "old.pt"
+    torch.save(ckpt, old)
+    ctx = Context("gla-world-tiny", str(old), None, None, "cpu", True, None, WorldConfig())
+    zipf = WorldConfig(**ckpt["world_config"], zipf_offset=0.0)
+    assert torch.equal(world_corpus_counts(ctx, "world-main"), corpus_counts(World(zipf), SMOKE_PRETRAIN))
+
+
 def test_captions_mix_names_and_attributes():
     w = World(WorldConfig(name_prob=0.5))
     caps = w.captions(torch.zeros(400, dtype=torch.long), torch.Generator().manual_seed(0))
