@@ -129,6 +129,23 @@ def world_corpus_counts(ctx: Context, dataset: str):
     ckpt = torch.load(ctx.pretrained, map_location="cpu", weights_only=False)
     if "pretrain_config" not in ckpt or "world_config" not in ckpt:
         raise ValueError(f"pretrained: {ctx.pretrained} is not a world checkpoint with its recipe")
-    # checkpoints written before the Zipf-Mandelbrot offset existed used Zipf's law (offset 0)
-    world_cfg = WorldConfig(**{"zipf_offset": 0.0, **ckpt["world_config"]})
-    return corpus_counts(World(world_cfg), PretrainConfig(**ckpt["pretrain_config"]))
+    return corpus_counts(World(WorldConfig.from_dict(ckpt["world_config"])), PretrainConfig(**ckpt["pretrain_config"]))
+
+
+def world_concepts(ctx: Context):
+    """The world's concepts as a table, most frequent in pretraining first: ``name``, the
+    attributes, ``true_prior``, ``pretrain_images`` (what the CLIP of ``ctx`` saw, from its
+    checkpoint's recipe) and ``third`` (head / medium / tail by the true prior, as in
+    :func:`gla.metrics.prior_groups`)."""
+    import pandas as pd
+
+    from .metrics import GROUP_NAMES, prior_groups
+    from .world import World
+
+    world = World(ctx.world)
+    counts = world_corpus_counts(ctx, "world-main")
+    groups = prior_groups(world.log_prior)
+    rows = [{"name": world.names[i], **world.attributes(i), "true_prior": float(world.prior[i]),
+             "pretrain_images": int(counts[i]), "third": GROUP_NAMES["prior"][int(groups[i])]}
+            for i in range(world.n_concepts)]
+    return pd.DataFrame(rows).sort_values("true_prior", ascending=False)

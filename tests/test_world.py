@@ -78,7 +78,7 @@ def test_corpus_follows_the_prior():
 
 
 def test_world_corpus_counts_come_from_the_checkpoint_recipe(smoke_checkpoint):
-    from gla.notebook import Context, world_corpus_counts
+    from gla.notebook import Context, world_concepts, world_corpus_counts
     from gla.world import SMOKE_PRETRAIN, corpus_counts
 
     ctx = Context("gla-world-tiny", str(smoke_checkpoint), None, None, "cpu", True, None, WorldConfig())
@@ -86,6 +86,10 @@ def test_world_corpus_counts_come_from_the_checkpoint_recipe(smoke_checkpoint):
     assert int(counts.sum()) == SMOKE_PRETRAIN.steps * SMOKE_PRETRAIN.batch_size
     assert torch.equal(counts, corpus_counts(World(WorldConfig()), SMOKE_PRETRAIN))
     assert world_corpus_counts(ctx, "world-colour-shape") is None  # attribute groupings: no concept counts
+    table = world_concepts(ctx)
+    assert table.true_prior.is_monotonic_decreasing and int(table.pretrain_images.sum()) == int(counts.sum())
+    assert table.third.tolist() == ["head"] * 33 + ["medium"] * 33 + ["tail"] * 34
+    assert table.loc[int(counts.argmax()), "pretrain_images"] == int(counts.max())  # indexed by concept id
 
 
 def test_corpus_counts_of_a_checkpoint_from_before_the_offset_follow_zipfs_law(smoke_checkpoint, tmp_path):

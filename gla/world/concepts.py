@@ -77,6 +77,13 @@ class WorldConfig:
     style_share: float = 0.0
     seed: int = 0
 
+    @classmethod
+    def from_dict(cls, settings: dict) -> "WorldConfig":
+        """The settings as a checkpoint stores them (``asdict``). A setting added after the
+        checkpoint was written takes the value that reproduces the world it was made in:
+        ``zipf_offset`` 0 (Zipf's law), whatever today's default."""
+        return cls(**{"zipf_offset": 0.0, **settings})
+
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
