@@ -43,7 +43,7 @@ import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -227,16 +227,20 @@ def _components(path: str) -> tuple[str, ...]:
 
 
 def _relative_components(path: str | os.PathLike, root: str, i: int) -> tuple[str, ...]:
+    """Components of ``path`` below ``root`` (a normalised path); a relative path is already below it."""
     text = os.fspath(path)
-    for p, r in ((os.path.normpath(text), os.path.normpath(root)),
-                 (os.path.abspath(text), os.path.abspath(root))):
-        try:
-            rel = PurePosixPath(Path(p).relative_to(r).as_posix())
-        except ValueError:
-            continue
-        return _components(str(rel))
-    if not os.path.isabs(text):
-        return _components(os.path.normpath(text))  # already relative to image_root
+    prefix = root if root.endswith(os.sep) else root + os.sep
+    if text.startswith(prefix):  # the common case: no normalisation needed
+        return _components(text[len(prefix):])
+    norm = os.path.normpath(text)
+    if norm.startswith(prefix):
+        return _components(norm[len(prefix):])
+    if not os.path.isabs(norm):
+        return _components(norm)
+    abs_root = os.path.abspath(root)
+    abs_prefix = abs_root if abs_root.endswith(os.sep) else abs_root + os.sep
+    if norm.startswith(abs_prefix):
+        return _components(norm[len(abs_prefix):])
     raise ValueError(f"image_paths[{i}] = {text!r} is not under image_root {root!r}")
 
 
@@ -282,7 +286,7 @@ def match_records(records: Sequence[DatumRecord], image_paths: Sequence[str | os
         two image paths that are the same below ``image_root``, an image outside
         ``image_root``, or a label mismatch.
     """
-    root = os.fspath(image_root)
+    root = os.path.normpath(os.fspath(image_root))
     if labels is not None and len(labels) != len(image_paths):
         raise ValueError(f"labels: expected one label per image path ({len(image_paths)}), got {len(labels)}")
     table: dict[tuple[str, ...], int] = {}

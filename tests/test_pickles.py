@@ -172,6 +172,8 @@ def test_match_records_by_path_below_image_root(tmp_path):
     # relative paths, and an image_root one level up (names below it still agree)
     assert match_records(records, names, root) == [2, 1, 3, 0]
     assert match_records(records, [f"images/{n}" for n in names], root.parent) == [2, 1, 3, 0]
+    rel_root = os.path.relpath(root)  # a relative image_root repeated at the start of each path
+    assert match_records(records, [os.path.join(rel_root, n) for n in names], rel_root) == [2, 1, 3, 0]
 
 
 def test_match_records_needs_the_class_folder_when_file_names_repeat(tmp_path):
