@@ -616,7 +616,8 @@ class EMEstimator(PriorEstimatorBase):
 
     Wraps :func:`gla.em_prior`: treating ``softmax(z / T)`` as posteriors under a uniform
     prior, it finds ``pi = mean_i softmax(z_i / T + log pi)``. This estimates the
-    **target label distribution** (label shift), not the prior the model carries: on a
+    **target label distribution** (label shift); it is not an estimator of the model's own
+    prior ``q``: on a
     biased zero-shot model the fixed point feeds the bias back into itself, so classes the
     model under-predicts are driven towards zero mass, and ``-log pi`` turns them into huge
     logits. Do not subtract it as a prior estimate; studies report it separately

@@ -205,9 +205,12 @@ def summarise_seeds(df: pd.DataFrame, by: Sequence[str] = ("id", "estimator"),
     df : DataFrame
         Rows of :func:`compare_estimators` or :func:`planted_prior_study` (one per seed).
     by : sequence of str
-        Columns that identify a group (the seed column is averaged over).
+        Columns that identify a group (the seed column is averaged over); for
+        :func:`planted_prior_study` use ``("planted", "id", "images_per_class")``.
     columns : sequence of str, optional
-        Numeric columns to summarise; default all numeric columns except ``seed`` and ``by``.
+        Numeric columns to summarise; default all numeric and boolean columns except
+        ``seed``, ``labels``, ``images_per_class`` and ``by`` (``converged_mean`` is the
+        share of seeds that converged).
 
     Returns
     -------
@@ -221,7 +224,8 @@ def summarise_seeds(df: pd.DataFrame, by: Sequence[str] = ("id", "estimator"),
     if missing:
         raise ValueError(f"by: columns {missing} are not in the table (columns: {list(df.columns)})")
     if columns is None:
-        columns = [c for c in df.select_dtypes(include=[np.number, "bool"]).columns if c not in by and c != "seed"]
+        columns = [c for c in df.select_dtypes(include=[np.number, "bool"]).columns
+                   if c not in by and c not in ("seed", "labels", "images_per_class")]
     g = df.groupby(by, sort=False)
     out = g.size().rename("n_seeds").to_frame()
     for c in columns:

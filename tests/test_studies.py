@@ -181,3 +181,16 @@ def test_reliability_diagram_has_a_panel_per_model():
 
     axes = plot_reliability(bins, summary.set_index("model")["ece"])
     assert [ax.get_title().split("\n")[0] for ax in axes] == ["a", "b"]
+
+
+def test_planted_study_summarises_over_seeds_by_size():
+    z, y, true_lp = planted_logits(8, 4, seed=3)
+    df = planted_prior_study(z, y, {"true": true_lp}, estimators=["exact"], sizes=(2, 8), seeds=(1, 2),
+                             base_log_prior=true_lp)
+    s = summarise_seeds(df, by=("planted", "id", "images_per_class"))
+    assert len(s) == 2 * 2 and (s.n_seeds == 2).all()
+    assert {"error_mean", "error_std", "spearman_mean", "converged_mean"} <= set(s.columns)
+    at8 = s[(s.planted == "true") & (s.images_per_class == 8)]
+    assert at8.error_std.item() == pytest.approx(0.0)  # all 8 images: the seeds draw the same set
+    with pytest.raises(ValueError, match="not in the table"):
+        summarise_seeds(df, by=("nope",))
