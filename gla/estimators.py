@@ -36,8 +36,8 @@ Registered ids
     Labelled: the stationary vector of the matrix of class-conditional mean predictions
     (the estimator of the paper's journal extension, arXiv 2310.08106 v3).
 ``eigenvector-pseudo``
-    Label-free: the same with argmax pseudo-labels in place of labels (as in Frolic,
-    NeurIPS 2024).
+    Label-free: the same with argmax pseudo-labels in place of labels, repeated on the
+    debiased logits until it stops moving (as in Frolic, NeurIPS 2024).
 ``em``
     Saerens et al. (2002) EM. Estimates the *target label distribution*, not the model's
     prior.
@@ -539,7 +539,11 @@ class EigenvectorEstimator(PriorEstimatorBase):
     and the stationary vector is unique. Because ``C`` conditions on the class, the class
     shares of the estimation set do not matter (only their sampling noise does): no
     reweighting is needed. Its regime is a calibrated model (the right temperature) whose
-    class-conditional image distributions match pretraining.
+    class-conditional image distributions match pretraining, and which confuses classes
+    often enough: when it is nearly always right, ``C`` is close to the identity and the
+    stationary vector rests on a few rare confusions, so it is noisy (with logits that
+    follow the model exactly, about 1 nat of mean error at 99% accuracy and 1000 images per
+    class, against 0.03 at 40-55% accuracy).
 
     The stationary vector is found by solving ``(C^T - I) q = 0`` with ``sum q = 1`` (one
     direct solve and one refinement step); ``diagnostics_.grad_norm`` is
@@ -563,15 +567,19 @@ class EigenvectorEstimator(PriorEstimatorBase):
         self.temperature = temperature
         self.tol = tol
 
-    def _groups(self, p: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return y
-
     def _fit(self, z, y, temperature):
-        k = z.shape[1]
-        p = torch.softmax(z.to(torch.float64) / temperature, dim=1)
-        groups = self._groups(p, y)
+        log_q, resid = self._eigen(z.to(torch.float64) / temperature, y)
+        return log_q, Diagnostics(float("nan"), resid, 1, resid <= self.tol)
+
+    def _eigen(self, zt: torch.Tensor, groups: torch.Tensor | None) -> tuple[torch.Tensor, float]:
+        """Stationary log prior of the class-conditional mean predictions of ``softmax(zt)``,
+        grouped by ``groups`` (argmax when None); sets ``confusion_``."""
+        k = zt.shape[1]
+        p = torch.softmax(zt, dim=1)
+        if groups is None:
+            groups = p.argmax(dim=1)
         counts = torch.bincount(groups, minlength=k).to(torch.float64)
-        C = torch.zeros(k, k, dtype=torch.float64, device=z.device).index_add_(0, groups, p)
+        C = torch.zeros(k, k, dtype=torch.float64, device=zt.device).index_add_(0, groups, p)
         empty = counts == 0
         if bool(empty.any()):  # only with pseudo-labels: a class no image is predicted as
             soft = (p.T @ p) / p.sum(0)[:, None]
@@ -582,32 +590,60 @@ class EigenvectorEstimator(PriorEstimatorBase):
         self.confusion_ = C
         self.n_unpredicted_classes_ = int(empty.sum())
         q, resid = _stationary(C)
-        return torch.log(q), Diagnostics(float("nan"), resid, 1, resid <= self.tol)
+        return torch.log(q), resid
 
 
 @register_estimator
 class PseudoEigenvectorEstimator(EigenvectorEstimator):
-    """Label-free: :class:`EigenvectorEstimator` with argmax pseudo-labels for the labels.
+    """Label-free: :class:`EigenvectorEstimator` with argmax pseudo-labels for the labels, repeated.
 
     As in Frolic (Zhu et al., NeurIPS 2024): rows of ``C`` average the predictions of the
-    images *predicted* as class ``j``. The identity ``q C = q`` holds when the pseudo-labels
-    are the true labels, so the estimate approaches the labelled one as zero-shot accuracy
-    grows; with errors, confusions between classes enter ``C``. A class that no image is
-    predicted as gets the row ``sum_i p(j|x_i) p(.|x_i) / sum_i p(j|x_i)`` (soft
-    assignment) instead; ``n_unpredicted_classes_`` counts them. ``labels`` are ignored.
+    images *predicted* as class ``j``. One pass is biased: the identity ``q C = q`` needs the
+    true labels, and a biased model's argmax over-assigns its frequent classes. So, like
+    Frolic, the estimate is repeated on the debiased logits and accumulated,
+
+        log q^(r+1) = log q^(r) + log stationary(C(z / T - log q^(r))) ,
+
+    until the stationary vector of the debiased model is uniform (max centred
+    ``|log stationary|`` below ``round_tol``) or ``max_rounds`` is reached
+    (``max_rounds=1``: the single pass). Under the model ``p(y|x) ∝ p(x|y) q(y)`` and on
+    balanced data the debiased model predicts every class about equally often, and its
+    stationary vector is then uniform, so the fixed point is close to ``q`` (in our
+    in-model tests it approaches the labelled estimator). Unlike Frolic we keep every
+    image (Frolic also drops images whose top-two logits are close) and we do not ensemble
+    models first. A class that no image is predicted as gets the row
+    ``sum_i p(j|x_i) p(.|x_i) / sum_i p(j|x_i)`` (soft assignment); ``n_unpredicted_classes_``
+    counts them in the last round. ``labels`` are ignored.
+
+    ``diagnostics_``: ``n_iter`` = rounds, ``grad_norm`` = the last round's max centred
+    ``|log stationary|`` (distance from the fixed point), ``converged`` = below
+    ``round_tol``.
     """
 
     id = "eigenvector-pseudo"
     name = "eigenvector, pseudo-labels (label-free)"
     requires_labels = False
     estimates = MODEL_PRIOR
-    description = "The eigenvector estimator with argmax pseudo-labels in place of labels (Frolic)."
+    description = "The eigenvector estimator with argmax pseudo-labels, repeated on debiased logits (Frolic)."
 
-    def __init__(self, temperature: float = 1.0, tol: float = 1e-9):
-        super().__init__(temperature=temperature, tol=tol)
+    def __init__(self, temperature: float = 1.0, max_rounds: int = 100, round_tol: float = 1e-4):
+        self.temperature = temperature
+        self.max_rounds = max_rounds
+        self.round_tol = round_tol
 
-    def _groups(self, p, y):
-        return p.argmax(dim=1)
+    def _fit(self, z, y, temperature):
+        if int(self.max_rounds) < 1:
+            raise ValueError(f"max_rounds: expected a positive integer, got {self.max_rounds}")
+        zt = z.to(torch.float64) / temperature
+        total = torch.zeros(z.shape[1], dtype=torch.float64, device=z.device)
+        change, rounds = math.inf, 0
+        while rounds < int(self.max_rounds) and not change < self.round_tol:
+            log_pi, _ = self._eigen(zt - total, None)
+            step = log_pi - log_pi.mean()
+            total = total + step
+            change = float(step.abs().max())
+            rounds += 1
+        return total, Diagnostics(float("nan"), change, rounds, change < self.round_tol)
 
 
 @register_estimator
