@@ -549,6 +549,13 @@ class EigenvectorEstimator(PriorEstimatorBase):
     direct solve and one refinement step); ``diagnostics_.grad_norm`` is
     ``max |q C - q|``. ``confusion_`` keeps ``C``.
 
+    Sources: the journal version's abstract (arXiv 2310.08106 v3) describes the estimator
+    as "an eigenvector derived from a matrix of zero-shot predictions"; Frolic's released
+    code (github.com/zhuhsingyuu/Frolic, ``main_zeroshot.py``, ``pp_estimate_eigen``)
+    builds the same matrix (row ``k``: the mean softmax of the images labelled ``k``) and
+    takes its stationary vector by power iteration (tolerance 1e-3, at most 100 steps),
+    where we solve the linear system exactly. The derivation above is ours.
+
     Parameters
     ----------
     temperature : float or "search"
@@ -609,9 +616,10 @@ class PseudoEigenvectorEstimator(EigenvectorEstimator):
     (``max_rounds=1``: the single pass). Under the model ``p(y|x) ∝ p(x|y) q(y)`` and on
     balanced data the debiased model predicts every class about equally often, and its
     stationary vector is then uniform, so the fixed point is close to ``q`` (in our
-    in-model tests it approaches the labelled estimator). Unlike Frolic we keep every
-    image (Frolic also drops images whose top-two logits are close) and we do not ensemble
-    models first. A class that no image is predicted as gets the row
+    in-model tests it approaches the labelled estimator). Frolic's released code
+    (``main_zeroshot.py``) runs a fixed 11 rounds, drops images whose top-two logits are
+    closer than ``1/K`` and debiases an ensemble of two models; we keep every image, stop
+    at a tolerance and take the logits we are given. A class that no image is predicted as gets the row
     ``sum_i p(j|x_i) p(.|x_i) / sum_i p(j|x_i)`` (soft assignment); ``n_unpredicted_classes_``
     counts them in the last round. ``labels`` are ignored.
 

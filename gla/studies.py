@@ -260,7 +260,7 @@ def in_model_logits(log_prior: torch.Tensor, n_per_class: int, *, signal: float 
     return signal * x + (lq - torch.logsumexp(lq, 0)), y
 
 
-def planted_priors(true_log_prior: torch.Tensor, strengths: Sequence[float] = (0.5, 1, 2), *,
+def planted_priors(true_log_prior: torch.Tensor, strengths: Sequence[float] = (0.5, 1, 2),
                    seed: int = 0) -> dict[str, torch.Tensor]:
     """Priors to plant into logits: the world's true prior at several strengths, and a random one.
 
