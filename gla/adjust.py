@@ -109,6 +109,26 @@ def gla_logits(zs_logits: ArrayLike, ft_logits: ArrayLike, log_prior: ArrayLike,
     zs_temperature, ft_temperature : float
         Temperatures of the two models (the few-shot recipe searches both; the
         many-shot recipe uses 1).
+
+    Returns
+    -------
+    (N, K) float64 tensor
+        The GLA logits.
+
+    Notes
+    -----
+    The official code's two forms are special cases (an unnormalised ``q`` only shifts
+    every row by a constant, which changes no prediction):
+
+    - many-shot (``Code.zip``, ``src/models/modeling.py`` L11-17, ``gla_inference``):
+      ``zs + ft - log q - log(1/K)``, i.e. ``gla_logits(zs, ft, log(q),
+      log_source_prior=full(K, -log K))``; the official code never passes ``p_s``, so the
+      source prior is uniform;
+    - few-shot (``GLA.FS.public.zip``, ``trainers/gla.py`` L273-275, L285-306):
+      ``ft / T_ft + zs / T_zs - log(pp + 1e-12)`` with ``pp`` the unnormalised output of
+      the official solver, i.e. ``gla_logits(zs, ft, log(pp + 1e-12), zs_temperature=T_zs,
+      ft_temperature=T_ft)``. A class with ``pp = 0`` then gets ``+27.63``; ``log 0``
+      itself is refused.
     """
     zs = check_logits(zs_logits, "zs_logits").to(torch.float64)
     ft = check_logits(ft_logits, "ft_logits").to(torch.float64)

@@ -61,9 +61,23 @@ def prior_groups(log_prior: ArrayLike, sizes: tuple[int, int, int] | None = None
     """Head / medium / tail group (0 / 1 / 2) of each class by a prior, descending.
 
     Classes are sorted by ``log_prior`` (largest first) and cut into thirds sized like the
-    paper's ImageNet split (333 / 333 / 334 at K = 1000): ``K // 3``, ``K // 3`` and the
-    remainder. ``sizes`` overrides the three sizes (they must add up to K). Ties are
-    broken by class index, so the grouping is deterministic.
+    paper's ImageNet split (333 / 333 / 334 at K = 1000, as ``breakdown_accuracy`` in the
+    official ``Code.zip``, ``src/gla.py`` L22-43): ``K // 3``, ``K // 3`` and the
+    remainder. ``sizes`` overrides the three sizes (they must add up to K). Only the order
+    matters, so ``q``, ``q / sum(q)`` and ``log q`` give the same groups (pass ``log q``).
+    Ties are broken by class index, so the grouping is deterministic.
+
+    Parameters
+    ----------
+    log_prior : (K,) finite vector, K >= 3
+        A log prior (any normalisation) or any score that orders the classes.
+    sizes : (int, int, int), optional
+        Numbers of head, medium and tail classes.
+
+    Returns
+    -------
+    (K,) long tensor
+        0 for head, 1 for medium, 2 for tail.
     """
     lp = as_tensor(log_prior, "log_prior").to(torch.float64).cpu()
     if lp.ndim != 1 or lp.shape[0] < 3:
@@ -85,8 +99,21 @@ def prior_groups(log_prior: ArrayLike, sizes: tuple[int, int, int] | None = None
 def count_groups(train_counts: ArrayLike, many: int = 100, few: int = 20) -> torch.Tensor:
     """Many / medium / few group (0 / 1 / 2) by training-set size per class.
 
-    The long-tail convention: many-shot ``> many`` (100) images, few-shot ``< few`` (20),
-    medium in between (20 to 100 inclusive).
+    The long-tail convention (official ``GLA.FS.public.zip``, ``trainers/util.py``
+    L433-475; LIFT ``trainer.py`` L162-164): many-shot ``> many`` (100) images, few-shot
+    ``< few`` (20), medium in between (20 and 100 included).
+
+    Parameters
+    ----------
+    train_counts : (K,) non-negative counts
+        Training images per class.
+    many, few : int
+        The two thresholds.
+
+    Returns
+    -------
+    (K,) long tensor
+        0 for many, 1 for medium, 2 for few.
     """
     c = as_tensor(train_counts, "train_counts")
     if c.ndim != 1 or (c < 0).any():
@@ -98,11 +125,33 @@ def count_groups(train_counts: ArrayLike, many: int = 100, few: int = 20) -> tor
 
 
 def accuracy_by_prior_group(logits: ArrayLike, labels: ArrayLike, log_prior: ArrayLike,
-                            sizes: tuple[int, int, int] | None = None) -> dict[str, float]:
+                            sizes: tuple[int, int, int] | None = None, *,
+                            empty: float = float("nan")) -> dict[str, float]:
     """Top-1 accuracy on the test images of head, medium and tail classes, and overall.
 
-    As in the paper's ImageNet tables, each group's accuracy is the average over the test
-    *images* whose true class is in the group (groups from :func:`prior_groups`).
+    As in the paper's ImageNet tables (official ``Code.zip``, ``src/gla.py`` L13-43), each
+    group's accuracy is the average over the test *images* whose true class is in the
+    group (groups from :func:`prior_groups`).
+
+    Parameters
+    ----------
+    logits : (N, K)
+        Logits of the model under test.
+    labels : (N,)
+        True classes.
+    log_prior : (K,)
+        The prior that defines the groups (any normalisation).
+    sizes : (int, int, int), optional
+        Group sizes, see :func:`prior_groups`.
+    empty : float
+        Value reported for a group with no test image: NaN by default (no data is not an
+        accuracy of 0); ``empty=0.0`` follows the official long-tail convention
+        (:func:`accuracy_by_count_group`).
+
+    Returns
+    -------
+    dict
+        ``head``, ``medium``, ``tail`` and ``all``, fractions.
     """
     pred, y, k = _preds(logits, labels)
     groups = prior_groups(check_log_prior(log_prior, k), sizes).to(y.device)
@@ -110,16 +159,40 @@ def accuracy_by_prior_group(logits: ArrayLike, labels: ArrayLike, log_prior: Arr
     out = {}
     for gi, name in enumerate(GROUP_NAMES["prior"]):
         mask = groups[y] == gi
-        out[name] = float(correct[mask].mean()) if mask.any() else float("nan")
+        out[name] = float(correct[mask].mean()) if mask.any() else float(empty)
     out["all"] = float(correct.mean())
     return out
 
 
 def accuracy_by_count_group(logits: ArrayLike, labels: ArrayLike, train_counts: ArrayLike,
-                            many: int = 100, few: int = 20) -> dict[str, float]:
+                            many: int = 100, few: int = 20, *,
+                            empty: float = float("nan")) -> dict[str, float]:
     """Many / medium / few / all accuracy, each the mean of per-class accuracies.
 
-    This is the long-tail benchmarks' convention (ImageNet-LT, Places365-LT).
+    This is the long-tail benchmarks' convention (ImageNet-LT, Places365-LT), as
+    ``shot_acc`` in the official ``GLA.FS.public.zip``, ``trainers/util.py`` L433-475:
+    the per-class accuracies of the classes present in ``labels`` are averaged within each
+    group (groups from :func:`count_groups`); ``all`` is their mean over all those classes.
+
+    Parameters
+    ----------
+    logits : (N, K)
+        Logits of the model under test.
+    labels : (N,)
+        True classes; classes absent from them are left out of every mean.
+    train_counts : (K,)
+        Training images per class.
+    many, few : int
+        Group thresholds, see :func:`count_groups`.
+    empty : float
+        Value reported for a group without any class present in ``labels``. NaN by
+        default: a group with no class has no accuracy. The official code reports 0
+        (``util.py`` L463-468); pass ``empty=0.0`` to reproduce its numbers.
+
+    Returns
+    -------
+    dict
+        ``many``, ``medium``, ``few`` and ``all``, fractions.
     """
     acc = per_class_accuracy(logits, labels).cpu()
     groups = count_groups(train_counts, many, few)
@@ -128,7 +201,7 @@ def accuracy_by_count_group(logits: ArrayLike, labels: ArrayLike, train_counts: 
     out = {}
     for gi, name in enumerate(GROUP_NAMES["count"]):
         a = acc[(groups == gi) & ~torch.isnan(acc)]
-        out[name] = float(a.mean()) if a.numel() else float("nan")
+        out[name] = float(a.mean()) if a.numel() else float(empty)
     out["all"] = float(acc[~torch.isnan(acc)].mean())
     return out
 

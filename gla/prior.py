@@ -1,6 +1,7 @@
 """Estimating the label prior that pretraining left in a zero-shot model.
 
-The paper (GLA_NOTES section 2) estimates the pretraining label prior ``q`` from the
+The paper (Zhu et al., *Generalized Logit Adjustment*, NeurIPS 2023, arXiv 2310.08106;
+official code ``GLA.FS.public.zip``, ``trainers/util.py`` L17-48) estimates the pretraining label prior ``q`` from the
 zero-shot logits ``z`` (N x K) of a labelled, class-balanced set by minimising the mean
 cross-entropy of ``z / T - log q`` over the probability simplex. Writing
 ``log q = theta - logsumexp(theta)`` the normaliser cancels and the objective
@@ -310,36 +311,82 @@ def estimate_log_prior(logits: ArrayLike, labels: ArrayLike, *, temperature: flo
 
 
 def official_lagrangian_prior(logits: ArrayLike, labels: ArrayLike, *, n_steps: int = 1000,
-                              lr: float | None = None) -> torch.Tensor:
-    """Our re-implementation of the official estimator's algorithm, for comparison only.
+                              lr: float | None = None, temperature: float = 1.0,
+                              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Our re-implementation of the official prior solver, for the "official" protocol.
 
-    GLA_NOTES section 2: full-batch gradient steps on the Lagrangian of
-    ``min_q CE(z - log q)`` subject to ``sum(q) = 1``, with the multiplier updated by
-    gradient ascent, ``n_steps`` = 1000, ``lr = 1e-5 * (N / K) / 50``, starting from the
-    uniform ``q``. ``q`` is kept positive by clamping. The constraint is only met
-    approximately, as in the released prior (which sums to 0.804).
+    The official few-shot code (``GLA.FS.public.zip``, ``trainers/util.py`` L17-48, run
+    from ``CLIP.pp_estimate`` L413-423) minimises ``CE(z - log q)`` over ``q`` subject to
+    ``sum(q) = 1`` and ``q >= 0`` with the pre-1.0 ``cooper`` library: starting from the
+    uniform ``q`` and multipliers at 0, ``n_steps`` = 1000 simultaneous full-batch SGD
+    steps, the primal step on the Lagrangian ``CE + lam (1 - sum q)`` and the dual step
+    ``lam += lr * (1 - sum q)`` with the constraint violation taken at the same iterate,
+    both with ``lr = 1e-5 * (N / K) / 50``. The gradient comes from autograd through the
+    same operations, in ``dtype``.
+
+    The inequality multipliers of ``q >= 0`` stay exactly 0 while ``q > 0`` (their update
+    is projected onto ``[0, inf)``), so they are not carried. Where a step would make some
+    ``q_k <= 0`` the official code takes the log of it on the next step (NaN); here
+    ``q_k`` is clamped to ``1e-12`` instead.
+
+    The constraint is only met approximately and the solver stops far from the optimum of
+    its own objective (compare :class:`PriorEstimator`): the ImageNet ``q`` released with
+    the official code sums to about 0.804, not 1.
+
+    Parameters
+    ----------
+    logits : (N, K) tensor or array
+        Zero-shot logits of the labelled estimation set.
+    labels : (N,) integer tensor or array
+        True classes.
+    n_steps : int
+        SGD steps (official: 1000).
+    lr : float, optional
+        Step size of both the primal and the dual step; default ``1e-5 * (N / K) / 50``.
+    temperature : float
+        The logits are divided by it first, in ``dtype`` (the official code divides by the
+        searched ``T``; see :func:`gla.temperature.fit_temperature`).
+    dtype : torch.float32 or torch.float64
+        Precision of the whole run. float32 (the default) is what the official code runs
+        in; each step moves ``q`` by about ``1e-6`` and float32 resolves about ``1e-8``
+        near 0.2, so the two precisions differ by up to about ``1e-5``.
 
     Returns
     -------
     (K,) float64 tensor
-        ``log q`` as the algorithm leaves it (not renormalised).
+        ``log q`` as the algorithm leaves it: not renormalised, ``exp(.)`` sums to about
+        1 but not exactly. The official code then uses ``log(q + 1e-12)``.
     """
     z = check_logits(logits)
     y = check_labels(labels, z.shape[0], z.shape[1]).to(z.device)
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
+    if int(n_steps) < 0:
+        raise ValueError(f"n_steps: expected a non-negative integer, got {n_steps}")
+    temperature = float(temperature)
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature: expected a positive finite number, got {temperature}")
     n, k = z.shape
     if lr is None:
         lr = 1e-5 * (n / k) / 50
-    # Gradient of the mean cross-entropy with respect to q: (pi - m) / q, where m is the
-    # mean softmax of z - log q and pi the label shares; written out instead of autograd.
-    pi = torch.bincount(y, minlength=k).to(torch.float64) / n
-    q = torch.full((k,), 1.0 / k, dtype=torch.float64, device=z.device)
-    lam = 0.0
-    for _ in range(n_steps):
-        m = torch.softmax(z - torch.log(q).to(z.dtype), dim=1).sum(dim=0, dtype=torch.float64) / n
-        grad = (pi - m) / q + lam
-        q = (q - lr * grad).clamp_min(1e-12)
-        lam += lr * float(q.sum() - 1.0)
-    return torch.log(q)
+    elif not (float(lr) > 0 and math.isfinite(float(lr))):
+        raise ValueError(f"lr: expected a positive finite step size, got {lr}")
+    z = z.to(dtype)
+    if temperature != 1.0:
+        z = z / temperature
+    q = torch.full((k,), 1.0 / k, dtype=dtype, device=z.device, requires_grad=True)
+    lam = torch.zeros((), dtype=dtype, device=z.device)
+    with torch.enable_grad():
+        for _ in range(int(n_steps)):
+            violation = 1 - q.sum()
+            lagrangian = torch.nn.functional.cross_entropy(z - torch.log(q), y) + lam * violation
+            (grad,) = torch.autograd.grad(lagrangian, q)
+            with torch.no_grad():
+                q -= lr * grad
+                lam = lam + lr * violation.detach()
+                if not bool((q > 0).all()):
+                    q.clamp_(min=1e-12)
+    return torch.log(q.detach().to(torch.float64))
 
 
 def mean_probability_prior(logits: ArrayLike) -> torch.Tensor:

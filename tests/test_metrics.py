@@ -74,3 +74,19 @@ def test_ece_by_hand():
     assert bins["count"].sum() == 4 and len(bins) == 10
     assert bins.loc[9, "accuracy"] == 0.5 and bins.loc[6, "confidence"] == pytest.approx(0.65)
     assert math.isnan(bins.loc[0, "accuracy"])
+
+
+def test_empty_groups_are_nan_unless_a_value_is_asked_for():
+    # Prior groups: no test image of a tail class (classes 4, 5).
+    lp = torch.log(torch.tensor([0.3, 0.25, 0.2, 0.12, 0.08, 0.05]))
+    y = torch.tensor([0, 1, 2, 3])
+    z = logits_for([0, 0, 2, 3], 6)
+    res = gla.accuracy_by_prior_group(z, y, lp)
+    assert math.isnan(res["tail"]) and res["head"] == 0.5 and res["medium"] == 1.0 and res["all"] == 0.75
+    assert gla.accuracy_by_prior_group(z, y, lp, empty=0.0)["tail"] == 0.0
+    # Count groups: no class with fewer than 20 training images.
+    counts = torch.tensor([500, 150, 50, 20])
+    res = gla.accuracy_by_count_group(logits_for([0, 0, 2, 2], 4), torch.tensor([0, 1, 2, 3]), counts)
+    assert math.isnan(res["few"]) and res["many"] == 0.5 and res["medium"] == 0.5
+    assert gla.accuracy_by_count_group(logits_for([0, 0, 2, 2], 4), torch.tensor([0, 1, 2, 3]), counts,
+                                       empty=0.0)["few"] == 0.0

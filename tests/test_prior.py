@@ -116,15 +116,56 @@ def test_accepts_numpy_and_float32(planted):
     assert isinstance(a, torch.Tensor) and torch.allclose(a, b)
 
 
+@pytest.fixture
+def one_thread():
+    """The official algorithm takes 1,000 small steps: with several threads on a busy
+    machine, thread synchronisation dominates (a minute instead of a few seconds)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_official_algorithm_moves_towards_but_does_not_reach_the_optimum():
-    logits, labels, _ = planted_logits(500, 10, seed=2)
+    logits, labels, _ = planted_logits(100, 10, seed=2)
     exact = gla.estimate_log_prior(logits, labels)
-    official = gla.official_lagrangian_prior(logits, labels)
-    uniform = torch.full_like(exact, -math.log(10))
     f = lambda lp: gla.prior_objective(logits, labels, lp)  # noqa: E731
-    assert f(exact) <= f(official) - 1e-6 < f(uniform)
-    # Its q is not normalised.
-    assert abs(float(official.exp().sum()) - 1.0) > 1e-4
+    uniform = torch.full_like(exact, -math.log(10))
+    for dtype in (torch.float32, torch.float64):
+        official = gla.official_lagrangian_prior(logits, labels, dtype=dtype)
+        assert official.dtype == torch.float64
+        assert f(exact) <= f(official) - 1e-6 < f(uniform)
+        # Its q is not normalised.
+        assert abs(float(official.exp().sum()) - 1.0) > 1e-4
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_official_algorithm_settings():
+    logits, labels, _ = planted_logits(50, 6, seed=3)
+    # No step: the uniform start. The default lr is 1e-5 * (N / K) / 50.
+    assert torch.allclose(gla.official_lagrangian_prior(logits, labels, n_steps=0),
+                          torch.full((6,), -math.log(6), dtype=torch.float64))
+    default = gla.official_lagrangian_prior(logits, labels, n_steps=20, dtype=torch.float64)
+    explicit = gla.official_lagrangian_prior(logits, labels, n_steps=20, dtype=torch.float64,
+                                             lr=1e-5 * (300 / 6) / 50)
+    assert torch.equal(default, explicit)
+    # temperature divides the logits first.
+    a = gla.official_lagrangian_prior(logits, labels, n_steps=20, temperature=2.0, dtype=torch.float64)
+    b = gla.official_lagrangian_prior(logits / 2.0, labels, n_steps=20, dtype=torch.float64)
+    assert torch.allclose(a, b, rtol=0, atol=1e-14) and not torch.allclose(a, default)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"dtype": torch.float16}, "dtype"),
+    ({"temperature": 0.0}, "temperature"),
+    ({"lr": -1.0}, "lr"),
+    ({"n_steps": -1}, "n_steps"),
+])
+def test_official_algorithm_bad_arguments(planted, kwargs, match):
+    logits, labels, _ = planted
+    with pytest.raises(ValueError, match=match):
+        gla.official_lagrangian_prior(logits, labels, **kwargs)
 
 
 def test_mean_probability_and_em_priors(planted):
