@@ -46,30 +46,37 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_world_parser(sub: argparse._SubParsersAction) -> None:
+def add_world_parser(sub: argparse._SubParsersAction, **parser_kwargs) -> None:
+    """Add ``gla world pretrain|info`` to the ``gla`` parser; ``parser_kwargs`` (the
+    formatter class, parent parsers) go to every parser created here."""
     from .concepts import WorldConfig
     from .pretrain import PretrainConfig
 
+    kw = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter, **parser_kwargs}
     d = WorldConfig()
-    world = sub.add_parser("world", help="the miniature world")
-    ws = world.add_subparsers(dest="world_command", required=True)
+    world = sub.add_parser("world", help="the miniature world", **kw)
+    ws = world.add_subparsers(dest="world_command", required=True, metavar="command")
     for name, func, helptext in [("pretrain", _pretrain, "pretrain (or reuse) the world's CLIP"),
                                  ("info", _info, "print the world's concepts, true prior and tasks")]:
-        p = ws.add_parser(name, help=helptext)
-        p.add_argument("--n-concepts", type=int, default=d.n_concepts)
-        p.add_argument("--image-size", type=int, default=d.image_size)
+        p = ws.add_parser(name, help=helptext, **kw)
+        p.add_argument("--n-concepts", type=int, default=d.n_concepts, help="number of concepts (classes)")
+        p.add_argument("--image-size", type=int, default=d.image_size, help="image side in pixels")
         p.add_argument("--zipf", type=float, default=d.zipf_exponent, help="Zipf exponent of the corpus")
         p.add_argument("--zipf-offset", type=float, default=d.zipf_offset,
                        help="offset q of the Zipf-Mandelbrot law (rank + q) ** -exponent; 0 is Zipf's law")
-        p.add_argument("--name-prob", type=float, default=d.name_prob)
-        p.add_argument("--style-share", type=float, default=d.style_share)
-        p.add_argument("--world-seed", type=int, default=d.seed)
+        p.add_argument("--name-prob", type=float, default=d.name_prob,
+                       help="probability that a caption names its concept")
+        p.add_argument("--style-share", type=float, default=d.style_share,
+                       help="share of pretraining images drawn in a non-photo style")
+        p.add_argument("--world-seed", type=int, default=d.seed, help="seed of the world's concepts and corpus")
         p.add_argument("--smoke", action="store_true", help="the short smoke recipe")
         if name == "pretrain":
             for f in fields(PretrainConfig):
                 if f.name == "model":
                     continue
-                p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=None)
-            p.add_argument("--cache-dir", default=".gla_cache")
-            p.add_argument("--quiet", action="store_true")
+                p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=None,
+                               help=f"pretraining {f.name.replace('_', ' ')} (default: {f.default!r}, or the "
+                               "smoke recipe's with --smoke)")
+            p.add_argument("--cache-dir", default=".gla_cache", help="cache folder for the checkpoint")
+            p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.set_defaults(func=func)
