@@ -100,6 +100,38 @@ def check_backbone(name: str, pretrained: str | None) -> None:
         if pretrained not in tags:
             raise UsageError(f"pretrained: '{pretrained}' is not a pretrained tag of {resolved} "
                              f"(known: {', '.join(sorted(tags)) or 'none'}) nor a checkpoint file")
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+            _check_offline_weights(resolved, pretrained)
+
+
+def _check_offline_weights(model: str, tag: str) -> None:
+    """With ``HF_HUB_OFFLINE=1``, raise :class:`UsageError` when the weights of a Hugging
+    Face hosted tag are not in the local cache (the files open_clip would load)."""
+    import open_clip
+
+    from .backbones import _explain_missing_weights
+
+    hub = open_clip.get_pretrained_cfg(model, tag).get("hf_hub", "")
+    if not hub:
+        return  # weights fetched by URL: open_clip's own cache, checked when loading
+    repo, filename = os.path.split(hub)  # 'org/model/' means the default file name
+    default = "open_clip_pytorch_model.bin"
+    filename = filename or default
+    candidates = [filename]
+    if filename == default:
+        candidates.insert(0, "open_clip_model.safetensors")
+    elif filename.endswith((".bin", ".pth")):
+        candidates.insert(0, filename[:-4] + ".safetensors")
+    cache = os.environ.get("HF_HUB_CACHE") or (os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME")
+                                               else None)
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - open_clip loads weights through huggingface_hub
+        return
+    if any(isinstance(try_to_load_from_cache(repo, f, cache_dir=cache), str) for f in candidates):
+        return
+    raise UsageError(str(_explain_missing_weights(model, tag, FileNotFoundError(
+        f"{repo}/{candidates[-1]} is not in the Hugging Face cache ({cache or 'the default HF_HOME'})"))))
 
 
 def _is_path(pretrained: str) -> bool:

@@ -163,3 +163,14 @@ def test_the_installed_command_prints_no_traceback(tmp_path):
     assert "Traceback" not in r.stderr and "world-main-skecth" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())  # no output folder content, no cache: nothing ran
+
+
+def test_missing_offline_weights_are_found_before_compute(no_compute, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    assert main(["run", "long-tail", "--datasets", "world-lt", "--backbone", "ViT-B-16", "--pretrained", "openai",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = _one_message(capsys.readouterr().err)
+    assert "Could not load weights for model 'ViT-B-16-quickgelu'" in err and "not in the Hugging Face cache" in err
+    assert "HF_HUB_OFFLINE=1 is set" in err
