@@ -396,7 +396,8 @@ def build_book(generated: str | os.PathLike, out_dir: str | os.PathLike, *, book
                 shutil.copy2(item, dest)
         if keep is None:
             shutil.copytree(gen, target / "generated", dirs_exist_ok=True)
-    shutil.copy2(cfg, out / "_config.yml")
+    if cfg.resolve() != (out / "_config.yml").resolve():
+        shutil.copy2(cfg, out / "_config.yml")
     jb = shutil.which("jupyter-book") or str(Path(sys.executable).parent / "jupyter-book")
     cmd = [jb, "build", str(target), "--path-output", str(out)] + (["-W", "--keep-going"] if strict else [])
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=out)

@@ -96,7 +96,7 @@ def check_backbone(name: str, pretrained: str | None) -> None:
             raise UsageError(f"pretrained: expected 'world' or a world checkpoint file for {name}, got '{pretrained}'")
         return
     if pretrained:
-        tags = set(open_clip.list_pretrained_tags_by_model(resolved)) | set(open_clip.list_pretrained_tags_by_model(name))
+        tags = {t for m in {resolved, name} for t in open_clip.list_pretrained_tags_by_model(m)}
         if pretrained not in tags:
             raise UsageError(f"pretrained: '{pretrained}' is not a pretrained tag of {resolved} "
                              f"(known: {', '.join(sorted(tags)) or 'none'}) nor a checkpoint file")

@@ -174,3 +174,9 @@ def test_missing_offline_weights_are_found_before_compute(no_compute, tmp_path, 
     err = _one_message(capsys.readouterr().err)
     assert "Could not load weights for model 'ViT-B-16-quickgelu'" in err and "not in the Hugging Face cache" in err
     assert "HF_HUB_OFFLINE=1 is set" in err
+
+
+def test_bad_world_settings_exit_2(capsys):
+    assert main(["world", "info", "--name-prob", "1.5"]) == 2
+    err = _one_message(capsys.readouterr().err)
+    assert err.startswith("gla world info: error:") and "name_prob: expected a number in [0, 1], got 1.5" in err

@@ -8,16 +8,23 @@ from dataclasses import asdict, fields
 
 
 def _configs(args: argparse.Namespace):
-    from .concepts import WorldConfig
+    """The world and pretraining settings of the command line; a bad value is a
+    :class:`gla.errors.UsageError` (exit status 2)."""
+    from ..errors import UsageError
+    from .concepts import World, WorldConfig
     from .pretrain import SMOKE_PRETRAIN, PretrainConfig
 
-    world = WorldConfig(n_concepts=args.n_concepts, image_size=args.image_size, zipf_exponent=args.zipf,
-                        zipf_offset=args.zipf_offset,
-                        name_prob=args.name_prob, style_share=args.style_share, seed=args.world_seed)
-    base = SMOKE_PRETRAIN if args.smoke else PretrainConfig()
-    overrides = {f.name: getattr(args, f.name) for f in fields(PretrainConfig)
-                 if getattr(args, f.name, None) is not None}
-    return world, PretrainConfig(**{**asdict(base), **overrides})
+    try:
+        world = WorldConfig(n_concepts=args.n_concepts, image_size=args.image_size, zipf_exponent=args.zipf,
+                            zipf_offset=args.zipf_offset,
+                            name_prob=args.name_prob, style_share=args.style_share, seed=args.world_seed)
+        World(world)  # checks the settings (cheap: no image is rendered)
+        base = SMOKE_PRETRAIN if args.smoke else PretrainConfig()
+        overrides = {f.name: getattr(args, f.name) for f in fields(PretrainConfig)
+                     if getattr(args, f.name, None) is not None}
+        return world, PretrainConfig(**{**asdict(base), **overrides})
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"world settings: {exc}") from exc
 
 
 def _pretrain(args: argparse.Namespace) -> int:
