@@ -282,6 +282,9 @@ def _validate_run(args: argparse.Namespace) -> RunOptions:
         raise UsageError(f"--num-workers: expected 0 or more, got {args.num_workers}")
     if proto == "few-shot" and any(k < 1 for k in args.shots or ()):
         raise UsageError(f"--shots: expected positive numbers of images per class, got {args.shots}")
+    repeated = sorted({d for d in args.datasets if args.datasets.count(d) > 1})
+    if repeated:
+        raise UsageError(f"--datasets: {', '.join(repeated)} named more than once")
     shifted = parse_shifted(args.shifted, args.datasets)
     check_backbone(args.backbone, args.pretrained)
     check_datasets(args.datasets, ("train", "val", "test"), args.data_root, "--datasets")

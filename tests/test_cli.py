@@ -176,6 +176,7 @@ def test_gla_run_few_shot_takes_its_options(tmp_path, world_ckpt, monkeypatch):
     ("long-tail", ["--shifted", "world-main-sketch"], "long-tail protocol has no shifted"),
     ("many-shot", ["--epochs", "0"], "--epochs: expected a positive"),
     ("few-shot", ["--shots", "0"], "--shots: expected positive"),
+    ("many-shot", ["world-main"], "world-main named more than once"),  # --datasets world-main world-main
 ])
 def test_gla_run_refuses_options_its_protocol_does_not_take(tmp_path, world_ckpt, monkeypatch, capsys,
                                                             protocol, extra, message):
