@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .errors import GLAError, RunError, UsageError
 
-EXPECTED_ERRORS = (GLAError, ValueError, FileNotFoundError, RuntimeError, OSError, KeyError)
+EXPECTED_ERRORS = (GLAError, ValueError, FileNotFoundError, RuntimeError, OSError)
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
 
@@ -169,6 +169,28 @@ def check_datasets(names: Sequence[str], splits: Sequence[str], data_root: str |
                 load_dataset(n, s, root=root)
 
 
+def shift_parent(name: str) -> str | None:
+    """The dataset whose classes a shifted test set shares (None: not a shifted set)."""
+    from .real_datasets import SHIFT_LAYOUTS
+    from .world.tasks import TASKS
+
+    if name in TASKS:
+        return TASKS[name].parent
+    return "imagenet" if name in SHIFT_LAYOUTS or name == "objectnet" else None
+
+
+def check_shifted_parents(target: str, sets: Sequence[str]) -> None:
+    """Raise :class:`UsageError` unless every set is a shifted test set of ``target``."""
+    for s in sets:
+        parent = shift_parent(s)
+        if parent is None:
+            raise UsageError(f"--shifted: '{s}' is not a shifted test set (those have the classes of another "
+                             "dataset, e.g. world-main-sketch for world-main, imagenet_v2 for imagenet)")
+        if parent != target:
+            raise UsageError(f"--shifted: '{s}' is a shifted test set of {parent}, not of {target}; write "
+                             f"'{parent}={s}' with {parent} among --datasets")
+
+
 def parse_shifted(values: Sequence[str] | None, datasets: Sequence[str]) -> dict[str, list[str]]:
     """``--shifted`` values as ``{dataset: [shifted sets]}``.
 
@@ -290,6 +312,7 @@ def _validate_run(args: argparse.Namespace) -> RunOptions:
     check_datasets(args.datasets, ("train", "val", "test"), args.data_root, "--datasets")
     for target, sets in shifted.items():
         check_datasets(sets, ("test",), args.data_root, f"--shifted (for {target})")
+        check_shifted_parents(target, sets)
     if args.prior_file:
         from .apply import load_prior_file
 

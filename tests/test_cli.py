@@ -130,11 +130,11 @@ def test_gla_run_routes_shifted_sets_per_dataset_and_writes_each_dataset(tmp_pat
 
     monkeypatch.setattr(ex, "run_many_shot", fake_many_shot)
     args = _run_args(tmp_path, world_ckpt, "many-shot", "--datasets", "world-main", "world-small",
-                     "--shifted", "world-main-sketch", "world-small=world-main-clutter,world-main-resample",
+                     "--shifted", "world-main-sketch", "world-main=world-main-clutter,world-main-resample",
                      "--smoke", "--epochs", "3")
     assert main(args) == 0
-    assert calls == [("world-main", ["world-main-sketch"], 3),  # --epochs wins over --smoke
-                     ("world-small", ["world-main-clutter", "world-main-resample"], 3)]
+    assert calls == [("world-main", ["world-main-sketch", "world-main-clutter", "world-main-resample"], 3),
+                     ("world-small", [], 3)]  # --epochs wins over --smoke
     stem = results_stem("many-shot", "gla-world-tiny", str(world_ckpt))
     out = tmp_path / "out"
     for d in ("world-main", "world-small"):
@@ -144,8 +144,8 @@ def test_gla_run_routes_shifted_sets_per_dataset_and_writes_each_dataset(tmp_pat
     records = json.loads((out / f"{stem}.json").read_text())
     assert records[0]["tiny"] == 3.25e-12  # not rounded to 0
     settings = json.loads((out / f"{stem}.settings.json").read_text())
-    assert settings["options"]["shifted"] == {"world-main": ["world-main-sketch"],
-                                              "world-small": ["world-main-clutter", "world-main-resample"]}
+    assert settings["options"]["shifted"] == {"world-main": ["world-main-sketch", "world-main-clutter",
+                                                             "world-main-resample"]}
     assert settings["recipe"]["epochs"] == 3 and settings["files"] == {"world-main": f"{stem}_world-main.csv",
                                                                        "world-small": f"{stem}_world-small.csv"}
 
@@ -158,12 +158,13 @@ def test_gla_run_few_shot_takes_its_options(tmp_path, world_ckpt, monkeypatch):
         return _fake_rows(backbone, datasets[0])
 
     monkeypatch.setattr(ex, "run_few_shot", fake_few_shot)
-    args = _run_args(tmp_path, world_ckpt, "few-shot", "--datasets", "world-shapes", "world-colours",
-                     "--shifted", "world-sketch", "--shots", "1", "2", "--seeds", "7", "--epochs", "5", "--lr", "0.01")
+    args = _run_args(tmp_path, world_ckpt, "few-shot", "--datasets", "world-main", "world-colours",
+                     "--shifted", "world-main-sketch", "--shots", "1", "2", "--seeds", "7", "--epochs", "5",
+                     "--lr", "0.01")
     assert main(args) == 0
     (d1, kw1), (d2, kw2) = calls
-    assert d1 == ["world-shapes"] and d2 == ["world-colours"]
-    assert kw1["shifted"] == {"world-shapes": ["world-sketch"]} and kw2["shifted"] is None
+    assert d1 == ["world-main"] and d2 == ["world-colours"]
+    assert kw1["shifted"] == {"world-main": ["world-main-sketch"]} and kw2["shifted"] is None
     assert kw1["shots"] == [1, 2] and kw1["seeds"] == [7] and kw1["epochs"] == 5 and kw1["lr"] == 0.01
     calls.clear()
     assert main(_run_args(tmp_path, world_ckpt, "few-shot", "--datasets", "world-shapes")) == 0
