@@ -15,33 +15,121 @@ pretraining), then each lane runs its notebooks in order. On two CPU cores two
 single-threaded kernels get through about 1.5 times as much work as one two-threaded
 kernel. Notebooks share results only through the content-keyed cache, so any order gives
 the same results; lanes only avoid computing a shared result twice.
+
+Relative paths in a parameter file (``data_root``, ``cache_dir``, ``counts_file``, a
+checkpoint ``pretrained``, ...) resolve against the file's folder. With ``keep_going`` a
+failing notebook does not stop the others; every failure is reported at the end
+(:class:`NotebookFailures`). The notebooks and book pages are read from the checkout, or,
+in an installed package, from its package data (``gla/_book/``). :func:`build_book`
+assembles a book folder from the pages and a tree of executed notebooks and builds it
+with Jupyter Book.
 """
 
 from __future__ import annotations
 
 import ast
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+from .errors import RunError, UsageError
+
+CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
 RESERVED = ("notebooks", "lanes")  # keys of a parameter file that are not notebook parameters
+# Parameters that name files or folders: relative values resolve against the parameter
+# file's folder (or the current folder for a mapping), never against the output folder.
+PATH_PARAMETERS = ("data_root", "cache_dir", "output_dir", "counts_file", "few_shot_csv", "prior_file")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+
+
+def _packaged(folder: str) -> Path | None:
+    """``gla/<folder>`` shipped as package data (an installed wheel), if present."""
+    try:
+        from importlib.resources import files
+
+        p = Path(str(files("gla").joinpath(folder)))
+    except (ModuleNotFoundError, TypeError):  # pragma: no cover - namespace oddities
+        return None
+    return p if p.is_dir() else None
+
+
+def find_source_dir(name: str, checkout_root: str | os.PathLike | None = None) -> Path:
+    """Where the book's ``notebooks`` (or ``book`` pages) are: the checkout's folder when
+    it exists, else the copy installed as package data (``gla/_book/<name>``).
+
+    Raises :class:`gla.errors.UsageError` when neither exists.
+    """
+    root = Path(checkout_root) if checkout_root is not None else CHECKOUT_ROOT
+    for cand in (root / name, _packaged(f"_book/{name}")):
+        if cand is not None and cand.is_dir():
+            return cand
+    raise UsageError(f"no '{name}' folder: looked in the checkout ({root / name}) and in the installed package "
+                     f"(gla/_book/{name}); run from a checkout of the project or install it with its book files")
+
+
+def _default_notebooks_dir() -> Path:
+    try:
+        return find_source_dir("notebooks")
+    except UsageError:
+        return CHECKOUT_ROOT / "notebooks"
+
+
+NOTEBOOKS_DIR = _default_notebooks_dir()
+
+
+def resolve_paths(params: Mapping[str, Any], base: str | os.PathLike) -> dict[str, Any]:
+    """Resolve relative file parameters (:data:`PATH_PARAMETERS`, a ``pretrained`` that is
+    a checkpoint path, the paths in ``extra_backbones``) against ``base``, at the top level
+    and in the per-notebook overrides. Absolute paths, tags and empty values are kept."""
+    base = Path(base)
+
+    def fix(key: str, v: Any) -> Any:
+        if isinstance(v, str) and v and (key in PATH_PARAMETERS or (key == "pretrained" and _looks_like_path(v))):
+            p = Path(v).expanduser()
+            return str(p if p.is_absolute() else (base / p).resolve())
+        if key == "extra_backbones" and isinstance(v, list):
+            return [[b[0], fix("pretrained", b[1]), *b[2:]] if isinstance(b, (list, tuple)) and len(b) > 1 else b
+                    for b in v]
+        return v
+
+    out = {k: (v if k in RESERVED else fix(k, v)) for k, v in params.items()}
+    if isinstance(params.get("notebooks"), Mapping):
+        out["notebooks"] = {stem: ({k: fix(k, v) for k, v in (ov or {}).items()} if isinstance(ov, Mapping) else ov)
+                            for stem, ov in params["notebooks"].items()}
+    return out
+
+
+def _looks_like_path(v: str) -> bool:
+    return "/" in v or os.sep in v or v.endswith(CHECKPOINT_SUFFIXES)
 
 
 def load_params(path: str | os.PathLike | None) -> dict[str, Any]:
-    """Read a parameter YAML file (``None`` gives no parameters)."""
+    """Read a parameter YAML file (``None`` gives no parameters).
+
+    Relative paths in it (``data_root``, ``cache_dir``, ``counts_file``, a checkpoint
+    ``pretrained``, ...) resolve against the file's folder, so a file means the same
+    wherever it is run from.
+    """
     if path is None:
         return {}
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"params: no parameter file at {p}")
-    data = yaml.safe_load(p.read_text()) or {}
+        raise UsageError(f"params: no parameter file at {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UsageError(f"params: {p} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"params: expected a mapping at the top of {p}, got {type(data).__name__}")
-    return data
+        raise UsageError(f"params: expected a mapping at the top of {p}, got {type(data).__name__}")
+    if not isinstance(data.get("notebooks") or {}, dict):
+        raise UsageError(f"params: 'notebooks' in {p} must map notebook stems to their parameters")
+    return resolve_paths(data, p.resolve().parent)
 
 
 def declared_parameters(notebook: str | os.PathLike) -> list[str]:
@@ -98,56 +186,123 @@ def plan_lanes(stems: Sequence[str], lanes: Sequence[Sequence[str]] | None, jobs
 
 
 def run_notebooks(params: Mapping[str, Any] | str | os.PathLike | None, out_dir: str | os.PathLike, *,
-                  notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR, only: Iterable[str] | None = None,
-                  overrides: Mapping[str, Any] | None = None, jobs: int = 1) -> list[Path]:
+                  notebooks_dir: str | os.PathLike | None = None, only: Iterable[str] | None = None,
+                  overrides: Mapping[str, Any] | None = None, jobs: int = 1, keep_going: bool = False
+                  ) -> list[Path]:
     """Execute the notebooks with papermill into ``out_dir``; returns the executed paths.
+
+    Every parameter is checked against every notebook's ``parameters`` cell before the
+    first notebook starts (also with ``only``).
 
     Parameters
     ----------
     params : mapping, path or None
-        Parameters (see the module docstring), or a YAML file holding them.
+        Parameters (see the module docstring), or a YAML file holding them (default, with
+        ``None``: the shipped ``params/default.yaml`` when it exists). Relative paths
+        resolve against the file's folder, or the current folder for a mapping.
     out_dir : path
         Where executed notebooks go (e.g. ``book/generated``).
+    notebooks_dir : path, optional
+        Source notebooks (default: the checkout's ``notebooks/`` or the installed copy,
+        :func:`find_source_dir`).
     only : iterable of str, optional
         Notebook stems to run (default: all).
     overrides : mapping, optional
         Parameters that win over the file's shared ones (e.g. ``{"smoke": True}``).
     jobs : int
         Kernels run at once, following the file's ``lanes`` (see the module docstring).
+    keep_going : bool
+        After a failing notebook, run the remaining ones (in its lane, or in order) and
+        raise :class:`NotebookFailures` listing every failure at the end.
     """
+    nb_dir = Path(notebooks_dir) if notebooks_dir is not None else find_source_dir("notebooks")
+    if params is None and (nb_dir / "params" / "default.yaml").is_file():
+        params = nb_dir / "params" / "default.yaml"
     if not isinstance(params, Mapping):
         params = load_params(params)
+    else:
+        params = resolve_paths(params, Path.cwd())
     params = dict(params)
     if overrides:
         params.update(overrides)
-    all_declared: set[str] = set()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    sources = list_notebooks(notebooks_dir)
+    all_sources = list_notebooks(nb_dir)
+    if not all_sources:
+        raise UsageError(f"notebooks: no .ipynb file in {nb_dir}")
+    sources = all_sources
     if only is not None:
         wanted = set(only)
         missing = wanted - {s.stem for s in sources}
         if missing:
-            raise ValueError(f"only: no notebook named {sorted(missing)} in {notebooks_dir}")
+            raise UsageError(f"only: no notebook named {sorted(missing)} in {nb_dir}")
         sources = [s for s in sources if s.stem in wanted]
-    plan = []
-    for src in sources:
+    known = {p.stem for p in all_sources}
+    strangers = sorted(set(params.get("notebooks") or {}) - known)
+    if strangers:
+        raise UsageError(f"params: per-notebook overrides for {strangers}, which are not notebooks in {nb_dir}")
+    plan, all_declared = {}, set()
+    for src in all_sources:  # every notebook is checked, also those --only leaves out
         declared = declared_parameters(src)
         all_declared |= set(declared)
-        plan.append((src, notebook_parameters(src.stem, declared, params)))
-    unknown = sorted(k for k in params if k not in RESERVED and k not in all_declared and sources)
-    if unknown and only is None:
-        raise ValueError(f"params: {unknown} are declared by no notebook")
-    known = {p.stem for p in list_notebooks(notebooks_dir)}
+        with _as_usage():
+            nb_params = notebook_parameters(src.stem, declared, params)
+        if src in sources:
+            plan[src.stem] = (src, nb_params)
+    unknown = sorted(k for k in params if k not in RESERVED and k not in all_declared)
+    if unknown:
+        raise UsageError(f"params: {unknown} are declared by no notebook")
     strangers = sorted({s for lane in params.get("lanes") or [] for s in lane} - known)
     if strangers:
-        raise ValueError(f"lanes: no notebook named {strangers} in {notebooks_dir}")
-    by_stem = {src.stem: (src, nb_params) for src, nb_params in plan}
-    first, lanes = plan_lanes(list(by_stem), params.get("lanes"), jobs)
-    done = [_execute(*by_stem[stem], out, progress_bar=True) for stem in first]
-    if lanes:
-        done += _run_lanes([[by_stem[s] for s in lane] for lane in lanes], out, jobs)
+        raise UsageError(f"lanes: no notebook named {strangers} in {nb_dir}")
+    with _as_usage():
+        first, lanes = plan_lanes(list(plan), params.get("lanes"), jobs)
+    out.mkdir(parents=True, exist_ok=True)
+    failures: list[tuple[str, BaseException]] = []
+    done = []
+    for stem in first:
+        if failures and not keep_going:
+            break
+        try:
+            done.append(_execute(*plan[stem], out, progress_bar=True))
+        except Exception as exc:
+            failures.append((stem, exc))
+    if lanes and (keep_going or not failures):
+        lane_done, lane_failures = _run_lanes([[plan[s] for s in lane] for lane in lanes], out, jobs, keep_going)
+        done += lane_done
+        failures += lane_failures
+    if failures:
+        raise NotebookFailures(failures, out) from failures[0][1]
     return done
+
+
+class NotebookFailures(RunError):
+    """One or more notebooks failed; ``failures`` lists ``(stem, exception)`` pairs (the
+    partial executed notebooks are kept in the output folder)."""
+
+    def __init__(self, failures: Sequence[tuple[str, BaseException]], out: Path):
+        self.failures = list(failures)
+        lines = [f"  {stem}: {_short(exc)}" for stem, exc in self.failures]
+        super().__init__(f"{len(self.failures)} notebook(s) failed (partial outputs in {out}):\n" + "\n".join(lines))
+
+
+def _short(exc: BaseException) -> str:
+    """The last line of a papermill error (the cell's exception), or the message."""
+    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    if ename:
+        return f"{ename}: {evalue}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _as_usage:
+    """Re-raise a ValueError of the parameter checks as :class:`gla.errors.UsageError`."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, typ, exc, tb):
+        if exc is not None and isinstance(exc, ValueError) and not isinstance(exc, UsageError):
+            raise UsageError(str(exc)) from exc
+        return False
 
 
 def _execute(src: Path, nb_params: dict[str, Any], out: Path, *, progress_bar: bool) -> Path:
@@ -159,7 +314,8 @@ def _execute(src: Path, nb_params: dict[str, Any], out: Path, *, progress_bar: b
     if "output_dir" in declared_here and "output_dir" not in nb_params:
         nb_params["output_dir"] = str((out / "results" / src.stem).resolve())
     if "cache_dir" in declared_here and not nb_params.get("cache_dir"):
-        default_cache = os.environ.get("GLA_CACHE_DIR", NOTEBOOKS_DIR.parent / ".gla_cache")
+        root = CHECKOUT_ROOT if (CHECKOUT_ROOT / "notebooks").is_dir() else Path.cwd()
+        default_cache = os.environ.get("GLA_CACHE_DIR", root / ".gla_cache")
         nb_params["cache_dir"] = str(Path(default_cache).resolve())
     print(f"[gla book] {src.name} -> {target}", flush=True)
     pm.execute_notebook(str(src), str(target), parameters=nb_params, kernel_name="python3",
@@ -167,28 +323,84 @@ def _execute(src: Path, nb_params: dict[str, Any], out: Path, *, progress_bar: b
     return target
 
 
-def _run_lanes(lanes: list[list[tuple[Path, dict[str, Any]]]], out: Path, jobs: int) -> list[Path]:
-    """Run lanes side by side, each kernel on one thread; re-raise the first failure
+def _run_lanes(lanes: list[list[tuple[Path, dict[str, Any]]]], out: Path, jobs: int, keep_going: bool = False
+               ) -> tuple[list[Path], list[tuple[str, BaseException]]]:
+    """Run lanes side by side, each kernel on one thread. A failure stops its lane (or,
+    with ``keep_going``, the lane goes on); returns the executed paths and the failures
     after every lane has stopped (the other lanes' notebooks are kept)."""
     from concurrent.futures import ThreadPoolExecutor
 
     def run_lane(lane):
-        return [_execute(src, nb_params, out, progress_bar=False) for src, nb_params in lane]
+        done, failed = [], []
+        for src, nb_params in lane:
+            try:
+                done.append(_execute(src, nb_params, out, progress_bar=False))
+            except Exception as exc:
+                failed.append((src.stem, exc))
+                if not keep_going:
+                    break
+        return done, failed
 
     thread_vars = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
     saved = {k: os.environ.get(k) for k in thread_vars}
     os.environ.update({k: "1" for k in thread_vars})  # inherited by the kernels started below
     try:
         with ThreadPoolExecutor(max_workers=min(jobs, len(lanes))) as pool:
-            futures = [pool.submit(run_lane, lane) for lane in lanes]
-            errors = [f.exception() for f in futures]
+            results = [f.result() for f in [pool.submit(run_lane, lane) for lane in lanes]]
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    failed = [e for e in errors if e is not None]
-    if failed:
-        raise failed[0]
-    return [p for f in futures for p in f.result()]
+    return [p for d, _ in results for p in d], [f for _, fs in results for f in fs]
+
+
+# --------------------------------------------------------------------------- the HTML book
+
+def build_book(generated: str | os.PathLike, out_dir: str | os.PathLike, *, book_dir: str | os.PathLike | None = None,
+               config: str | os.PathLike | None = None, strict: bool = True) -> Path:
+    """Build the HTML book from executed notebooks; returns the ``html`` folder.
+
+    Assembles ``<out_dir>/book`` from the book's pages (``book/`` of the checkout or the
+    installed copy, without its ``generated*`` and ``_build`` folders) and the executed
+    notebooks copied to ``<out_dir>/book/generated`` (where the table of contents looks
+    for them), puts ``_config.yml`` at ``<out_dir>``, and runs ``jupyter-book build``
+    (Jupyter Book 1.x, warnings as errors with ``strict``) into ``<out_dir>/_build/html``.
+
+    Raises :class:`gla.errors.UsageError` for a missing folder, and
+    :class:`gla.errors.RunError` with the build's last output when the build fails.
+    """
+    gen = Path(generated).resolve()
+    if not gen.is_dir() or not any(gen.glob("*.ipynb")):
+        raise UsageError(f"generated: no executed notebooks (*.ipynb) in {gen}; run 'gla book run' first")
+    pages = Path(book_dir) if book_dir is not None else find_source_dir("book")
+    cfg = Path(config) if config is not None else pages.parent / "_config.yml"
+    if not cfg.is_file():
+        packaged = _packaged("_book")
+        cfg = packaged / "_config.yml" if packaged is not None else cfg
+    if not cfg.is_file():
+        raise UsageError(f"config: no Jupyter Book _config.yml at {cfg}")
+    out = Path(out_dir).resolve()
+    target = out / "book"
+    if target.resolve() != pages.resolve():
+        keep = target / "generated" if (target / "generated").resolve() == gen else None
+        for item in pages.iterdir():
+            if item.name.startswith("generated") or item.name == "_build":
+                continue
+            dest = target / item.name
+            if item.is_dir():
+                shutil.copytree(item, dest, dirs_exist_ok=True)
+            else:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(item, dest)
+        if keep is None:
+            shutil.copytree(gen, target / "generated", dirs_exist_ok=True)
+    if cfg.resolve() != (out / "_config.yml").resolve():
+        shutil.copy2(cfg, out / "_config.yml")
+    jb = shutil.which("jupyter-book") or str(Path(sys.executable).parent / "jupyter-book")
+    cmd = [jb, "build", str(target), "--path-output", str(out)] + (["-W", "--keep-going"] if strict else [])
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
+    if r.returncode != 0:
+        raise RunError(f"jupyter-book build failed (status {r.returncode}):\n{(r.stdout + r.stderr)[-3000:]}")
+    return out / "_build" / "html"

@@ -1,7 +1,11 @@
+from pathlib import Path
+
 import nbformat
 import pytest
 
 from gla.book import declared_parameters, notebook_parameters, plan_lanes, run_notebooks
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_nb(path, source_params, body):
@@ -84,3 +88,162 @@ def test_lanes_run_side_by_side_on_one_thread_each(tmp_path, monkeypatch):
     assert "OMP_NUM_THREADS" not in os.environ  # restored
     with pytest.raises(ValueError, match="no notebook named"):
         run_notebooks({"lanes": [["99_nope"]]}, out, notebooks_dir=src, jobs=2)
+
+
+# --------------------------------------------------------------------------- keep-going, paths, packaged notebooks
+
+def test_keep_going_runs_the_rest_and_reports_every_failure(tmp_path, monkeypatch):
+    """A parameter file with relative paths, run from another folder: paths resolve against
+    the file's folder (not --out, the notebooks' working folder, nor the current folder)."""
+    from gla.book import NotebookFailures
+
+    src = tmp_path / "src"
+    src.mkdir()
+    write_nb(src / "01_fails.ipynb", "output_dir = 'unset'", "raise RuntimeError('planted failure')")
+    write_nb(src / "02_ok.ipynb", "output_dir = 'unset'\ndata_root = ''\npretrained = 'world'",
+             "import pathlib\npathlib.Path(output_dir).mkdir(parents=True, exist_ok=True)\n"
+             "pathlib.Path(output_dir, 'seen.txt').write_text(data_root + '|' + pretrained)")
+    write_nb(src / "03_fails_too.ipynb", "output_dir = 'unset'", "1 / 0")
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "params.yaml").write_text("data_root: ../data\nnotebooks:\n  02_ok: {pretrained: ckpt/model.pt}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    out = tmp_path / "out"
+    with pytest.raises(NotebookFailures) as e:
+        run_notebooks(cfg / "params.yaml", out, notebooks_dir=src, keep_going=True)
+    assert [stem for stem, _ in e.value.failures] == ["01_fails", "03_fails_too"]
+    msg = str(e.value)
+    assert "2 notebook(s) failed" in msg and "RuntimeError: planted failure" in msg and "ZeroDivisionError" in msg
+    seen = (out / "results" / "02_ok" / "seen.txt").read_text()
+    assert seen == f"{(tmp_path / 'data').resolve()}|{(cfg / 'ckpt' / 'model.pt').resolve()}"
+    assert (out / "01_fails.ipynb").is_file()  # the partial notebook is kept
+
+    out2 = tmp_path / "out2"  # without keep-going the first failure stops the run
+    with pytest.raises(NotebookFailures) as e:
+        run_notebooks(cfg / "params.yaml", out2, notebooks_dir=src)
+    assert [stem for stem, _ in e.value.failures] == ["01_fails"]
+    assert not (out2 / "02_ok.ipynb").exists()
+
+
+def test_keep_going_in_lanes(tmp_path, monkeypatch):
+    import gla.book as book
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for stem in ["00_first", "01_a", "02_b", "03_c"]:
+        write_nb(src / f"{stem}.ipynb", "x = 1", "pass")
+    ran = []
+
+    def fake_execute(s, nb_params, out, *, progress_bar):
+        ran.append(s.stem)
+        if s.stem in ("01_a", "00_first"):
+            raise RuntimeError(f"{s.stem} broke")
+        return out / s.name
+
+    monkeypatch.setattr(book, "_execute", fake_execute)
+    params = {"lanes": [["01_a", "03_c"], ["02_b"]]}
+    with pytest.raises(book.NotebookFailures) as e:
+        run_notebooks(params, tmp_path / "o", notebooks_dir=src, jobs=2, keep_going=True)
+    assert sorted(ran) == ["00_first", "01_a", "02_b", "03_c"]
+    assert sorted(s for s, _ in e.value.failures) == ["00_first", "01_a"]
+    ran.clear()
+    with pytest.raises(book.NotebookFailures):
+        run_notebooks(params, tmp_path / "o", notebooks_dir=src, jobs=2)
+    assert ran == ["00_first"]  # a failure before the lanes stops the run
+
+
+def test_params_resolve_relative_paths_against_the_file(tmp_path):
+    from gla.book import load_params
+
+    (tmp_path / "p.yaml").write_text(
+        "data_root: data\ncache_dir: /abs/cache\npretrained: openai\ncounts_file: ''\n"
+        "extra_backbones: [[ViT-B-32, openai], [RN50, ckpts/rn50.pt]]\n"
+        "notebooks:\n  13_x: {counts_file: counts/c.txt, pretrained: laion2b_s34b_b88k}\n")
+    p = load_params(tmp_path / "p.yaml")
+    assert p["data_root"] == str((tmp_path / "data").resolve()) and p["cache_dir"] == "/abs/cache"
+    assert p["pretrained"] == "openai" and p["counts_file"] == ""
+    assert p["extra_backbones"] == [["ViT-B-32", "openai"], ["RN50", str((tmp_path / "ckpts/rn50.pt").resolve())]]
+    assert p["notebooks"]["13_x"] == {"counts_file": str((tmp_path / "counts/c.txt").resolve()),
+                                      "pretrained": "laion2b_s34b_b88k"}
+
+
+def test_only_keeps_the_unknown_parameter_check(tmp_path, monkeypatch):
+    import gla.book as book
+
+    src = tmp_path / "src"
+    src.mkdir()
+    write_nb(src / "01_a.ipynb", "x = 1", "pass")
+    write_nb(src / "02_b.ipynb", "y = 1", "pass")
+    ran = []
+    monkeypatch.setattr(book, "_execute", lambda s, p, out, progress_bar: ran.append((s.stem, p)) or out / s.name)
+    # y is declared by a notebook that --only leaves out: not an error, and not passed to 01_a
+    run_notebooks({"x": 2, "y": 3}, tmp_path / "o", notebooks_dir=src, only=["01_a"])
+    assert ran == [("01_a", {"x": 2})]
+    with pytest.raises(ValueError, match=r"\['nope'\] are declared by no notebook"):
+        run_notebooks({"nope": 1}, tmp_path / "o", notebooks_dir=src, only=["01_a"])
+    with pytest.raises(ValueError, match="unknown parameter"):  # an override of a notebook left out is checked too
+        run_notebooks({"notebooks": {"02_b": {"z": 1}}}, tmp_path / "o", notebooks_dir=src, only=["01_a"])
+    with pytest.raises(ValueError, match="not notebooks"):
+        run_notebooks({"notebooks": {"09_gone": {"x": 1}}}, tmp_path / "o", notebooks_dir=src, only=["01_a"])
+    assert len(ran) == 1
+
+
+def test_notebooks_are_found_in_the_installed_package_without_a_checkout(tmp_path, monkeypatch):
+    import importlib.resources
+
+    import gla.book as book
+
+    site = tmp_path / "site-packages" / "gla"
+    nb_dir = site / "_book" / "notebooks"
+    (nb_dir / "params").mkdir(parents=True)
+    write_nb(nb_dir / "01_a.ipynb", "x = 1", "pass")
+    (nb_dir / "params" / "default.yaml").write_text("x: 5\n")
+    real_files = importlib.resources.files
+    monkeypatch.setattr(importlib.resources, "files", lambda pkg: site if pkg == "gla" else real_files(pkg))
+    no_checkout = tmp_path / "no-checkout"
+    assert book.find_source_dir("notebooks", no_checkout) == nb_dir
+    assert book.find_source_dir("notebooks", ROOT) == ROOT / "notebooks"  # a checkout wins
+    monkeypatch.setattr(book, "CHECKOUT_ROOT", no_checkout)
+    ran = []
+    monkeypatch.setattr(book, "_execute", lambda s, p, out, progress_bar: ran.append((s, p)) or out / s.name)
+    run_notebooks(None, tmp_path / "o")  # the packaged notebooks with their default parameters
+    assert ran == [(nb_dir / "01_a.ipynb", {"x": 5})]
+    monkeypatch.setattr(importlib.resources, "files", lambda pkg: tmp_path / "empty")
+    with pytest.raises(ValueError, match="no 'notebooks' folder"):
+        book.find_source_dir("notebooks", no_checkout)
+
+
+def test_book_build_assembles_pages_and_generated_notebooks(tmp_path, capsys):
+    """A tiny fake book (one page, one generated notebook) built by 'gla book build'
+    (the smoke-book test in test_book.py builds the real one)."""
+    from gla.cli import main
+
+    site = tmp_path / "project"
+    pages = site / "book"
+    pages.mkdir(parents=True)
+    (site / "_config.yml").write_text('title: "Tiny"\nonly_build_toc_files: true\n'
+                                      'execute:\n  execute_notebooks: "off"\n')
+    (pages / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: generated/01_a\n")
+    (pages / "intro.md").write_text("# Tiny book\n\nAn introduction.\n")
+    (pages / "generated").mkdir()
+    (pages / "generated" / "stale.txt").write_text("not copied")
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell("# Chapter A"), nbformat.v4.new_code_cell("print(42)")]
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="42\n")]
+    nbformat.write(nb, str(gen / "01_a.ipynb"))
+    out = tmp_path / "out"
+    assert main(["book", "build", "--generated", str(gen), "--pages", str(pages), "--out", str(out)]) == 0
+    html = out / "_build" / "html"
+    assert "Tiny book" in (html / "intro.html").read_text() and (html / "index.html").is_file()
+    chapter = (html / "generated" / "01_a.html").read_text()
+    assert "Chapter A" in chapter and "42" in chapter
+    assert not (out / "book" / "generated" / "stale.txt").exists()
+    assert str(html / "index.html") in capsys.readouterr().out
+    assert main(["book", "build", "--generated", str(tmp_path / "nothing"), "--pages", str(pages),
+                 "--out", str(out)]) == 2
+    assert "no executed notebooks" in capsys.readouterr().err

@@ -8,16 +8,23 @@ from dataclasses import asdict, fields
 
 
 def _configs(args: argparse.Namespace):
-    from .concepts import WorldConfig
+    """The world and pretraining settings of the command line; a bad value is a
+    :class:`gla.errors.UsageError` (exit status 2)."""
+    from ..errors import UsageError
+    from .concepts import World, WorldConfig
     from .pretrain import SMOKE_PRETRAIN, PretrainConfig
 
-    world = WorldConfig(n_concepts=args.n_concepts, image_size=args.image_size, zipf_exponent=args.zipf,
-                        zipf_offset=args.zipf_offset,
-                        name_prob=args.name_prob, style_share=args.style_share, seed=args.world_seed)
-    base = SMOKE_PRETRAIN if args.smoke else PretrainConfig()
-    overrides = {f.name: getattr(args, f.name) for f in fields(PretrainConfig)
-                 if getattr(args, f.name, None) is not None}
-    return world, PretrainConfig(**{**asdict(base), **overrides})
+    try:
+        world = WorldConfig(n_concepts=args.n_concepts, image_size=args.image_size, zipf_exponent=args.zipf,
+                            zipf_offset=args.zipf_offset,
+                            name_prob=args.name_prob, style_share=args.style_share, seed=args.world_seed)
+        World(world)  # checks the settings (cheap: no image is rendered)
+        base = SMOKE_PRETRAIN if args.smoke else PretrainConfig()
+        overrides = {f.name: getattr(args, f.name) for f in fields(PretrainConfig)
+                     if getattr(args, f.name, None) is not None}
+        return world, PretrainConfig(**{**asdict(base), **overrides})
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"world settings: {exc}") from exc
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -46,30 +53,37 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_world_parser(sub: argparse._SubParsersAction) -> None:
+def add_world_parser(sub: argparse._SubParsersAction, **parser_kwargs) -> None:
+    """Add ``gla world pretrain|info`` to the ``gla`` parser; ``parser_kwargs`` (the
+    formatter class, parent parsers) go to every parser created here."""
     from .concepts import WorldConfig
     from .pretrain import PretrainConfig
 
+    kw = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter, **parser_kwargs}
     d = WorldConfig()
-    world = sub.add_parser("world", help="the miniature world")
-    ws = world.add_subparsers(dest="world_command", required=True)
+    world = sub.add_parser("world", help="the miniature world", **kw)
+    ws = world.add_subparsers(dest="world_command", required=True, metavar="command")
     for name, func, helptext in [("pretrain", _pretrain, "pretrain (or reuse) the world's CLIP"),
                                  ("info", _info, "print the world's concepts, true prior and tasks")]:
-        p = ws.add_parser(name, help=helptext)
-        p.add_argument("--n-concepts", type=int, default=d.n_concepts)
-        p.add_argument("--image-size", type=int, default=d.image_size)
+        p = ws.add_parser(name, help=helptext, **kw)
+        p.add_argument("--n-concepts", type=int, default=d.n_concepts, help="number of concepts (classes)")
+        p.add_argument("--image-size", type=int, default=d.image_size, help="image side in pixels")
         p.add_argument("--zipf", type=float, default=d.zipf_exponent, help="Zipf exponent of the corpus")
         p.add_argument("--zipf-offset", type=float, default=d.zipf_offset,
                        help="offset q of the Zipf-Mandelbrot law (rank + q) ** -exponent; 0 is Zipf's law")
-        p.add_argument("--name-prob", type=float, default=d.name_prob)
-        p.add_argument("--style-share", type=float, default=d.style_share)
-        p.add_argument("--world-seed", type=int, default=d.seed)
+        p.add_argument("--name-prob", type=float, default=d.name_prob,
+                       help="probability that a caption names its concept")
+        p.add_argument("--style-share", type=float, default=d.style_share,
+                       help="share of pretraining images drawn in a non-photo style")
+        p.add_argument("--world-seed", type=int, default=d.seed, help="seed of the world's concepts and corpus")
         p.add_argument("--smoke", action="store_true", help="the short smoke recipe")
         if name == "pretrain":
             for f in fields(PretrainConfig):
                 if f.name == "model":
                     continue
-                p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=None)
-            p.add_argument("--cache-dir", default=".gla_cache")
-            p.add_argument("--quiet", action="store_true")
+                p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=None,
+                               help=f"pretraining {f.name.replace('_', ' ')} (default: {f.default!r}, or the "
+                               "smoke recipe's with --smoke)")
+            p.add_argument("--cache-dir", default=".gla_cache", help="cache folder for the checkpoint")
+            p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.set_defaults(func=func)

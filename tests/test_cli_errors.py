@@ -1,0 +1,186 @@
+"""Expected errors: one message on stderr, no traceback, status 2 for bad input (found
+before any compute) and 1 for a run that failed; ``--debug`` shows the traceback."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import gla.backbones
+import gla.experiments as ex
+import gla.notebook
+from gla.cli import main
+from gla.errors import RunError, UsageError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Every entry point that computes (world pretraining, backbone loading, protocols,
+    fine-tuning) fails the test when called."""
+    def forbidden(name):
+        def f(*a, **k):
+            pytest.fail(f"{name} was called before the input was checked")
+        return f
+
+    for fn in ("run_many_shot", "run_few_shot", "run_long_tail", "finetune_to_cache", "load_backbone"):
+        monkeypatch.setattr(ex, fn, forbidden(fn))
+    monkeypatch.setattr(gla.notebook, "context", forbidden("context (world pretraining)"))
+    monkeypatch.setattr(gla.backbones, "load_backbone", forbidden("load_backbone"))
+
+
+def _one_message(err: str) -> str:
+    assert "Traceback" not in err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert lines and lines[0].startswith("gla ")
+    return err
+
+
+def test_a_shifted_typo_fails_before_any_compute(no_compute, tmp_path, capsys):
+    """The typo used to surface after the fine-tune and the WiSE-FT sweep."""
+    code = main(["run", "many-shot", "--datasets", "world-main", "--shifted", "world-main-skecth",
+                 "--out", str(tmp_path)])
+    assert code == 2
+    err = _one_message(capsys.readouterr().err)
+    assert "unknown dataset 'world-main-skecth'" in err and "world-main-sketch" in err  # the suggestion
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "many-shot", "--datasets", "world-mian"], "unknown dataset 'world-mian'"),
+    (["run", "many-shot", "--datasets", "world-main-sketch"], "this needs train, val, test"),
+    (["run", "long-tail", "--datasets", "world-lt", "--backbone", "ViT-B-61"], "unknown model 'ViT-B-61'"),
+    (["run", "long-tail", "--datasets", "world-lt", "--backbone", "ViT-B-16", "--pretrained", "opneai"],
+     "'opneai' is not a pretrained tag"),
+    (["run", "long-tail", "--datasets", "world-lt", "--pretrained", "/no/such/world.pt"], "no checkpoint file"),
+    (["run", "few-shot", "--datasets", "world-shapes", "--shifted", "world-shapes=world-skecth"],
+     "unknown dataset 'world-skecth'"),
+    (["run", "many-shot", "--datasets", "world-small", "world-main", "--shifted", "world-main-sketch"],
+     "'world-main-sketch' is a shifted test set of world-main, not of world-small; write 'world-main=world-main-sketch'"),
+    (["run", "few-shot", "--datasets", "world-shapes", "--shifted", "world-sketch"],
+     "'world-sketch' is not a shifted test set"),
+    (["finetune", "world-mian"], "unknown dataset 'world-mian'"),
+    (["finetune", "world-small", "--backbone", "RN51"], "unknown model 'RN51'"),
+    (["finetune", "world-small", "--pretrained", "missing.pt"], "no checkpoint file at missing.pt"),
+])
+def test_bad_names_and_paths_exit_2_with_one_message(no_compute, tmp_path, capsys, argv, message):
+    assert main([*argv, "--out", str(tmp_path)] if argv[0] == "run" else argv) == 2
+    err = _one_message(capsys.readouterr().err)
+    assert message in err
+
+
+def test_real_data_without_root_or_with_a_layout_typo(no_compute, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("GLA_DATA_ROOT", raising=False)
+    assert main(["run", "long-tail", "--datasets", "imagenet_lt", "--out", str(tmp_path / "o")]) == 2
+    assert "pass --data-root or set GLA_DATA_ROOT" in _one_message(capsys.readouterr().err)
+    (tmp_path / "ImageNet-LT").mkdir()  # a typo: the reader expects ImageNet_LT/
+    (tmp_path / "ImageNet-LT" / "ImageNet_LT_train.txt").write_text("a/b.jpg 0\n")
+    assert main(["run", "long-tail", "--datasets", "imagenet_lt", "--data-root", str(tmp_path),
+                 "--out", str(tmp_path / "o")]) == 2
+    err = _one_message(capsys.readouterr().err)
+    assert "ImageNet_LT_train.txt' not found" in err and "Expected this layout" in err
+    assert "ImageNet_LT/ImageNet_LT_{train,val,test}.txt" in err
+
+
+def test_a_bad_prior_file_is_found_before_compute(no_compute, tmp_path, capsys):
+    torch.save({"wrong": torch.ones(3)}, tmp_path / "q.pt")
+    assert main(["run", "long-tail", "--datasets", "world-lt", "--prior-file", str(tmp_path / "q.pt"),
+                 "--out", str(tmp_path)]) == 2
+    assert "expected 'q' or a plain tensor" in _one_message(capsys.readouterr().err)
+
+
+def test_missing_offline_weights_is_a_run_failure_with_one_message(tmp_path, monkeypatch, capsys):
+    ckpt = tmp_path / "w.pt"
+    ckpt.write_bytes(b"x")
+
+    def offline(*a, **k):
+        raise RuntimeError("Could not load weights for model 'ViT-B-16' with pretrained='openai': offline\n"
+                           "- Offline: set HF_HUB_OFFLINE=1 and HF_HOME to a cache that holds them.")
+
+    monkeypatch.setattr(ex, "run_long_tail", offline)
+    argv = ["run", "long-tail", "--datasets", "world-lt", "--pretrained", str(ckpt), "--out", str(tmp_path / "o"),
+            "--cache-dir", str(tmp_path / "c")]
+    assert main(argv) == 1
+    err = _one_message(capsys.readouterr().err)
+    assert "Could not load weights" in err and "HF_HUB_OFFLINE" in err and "--debug" in err
+    with pytest.raises(RunError) as e:  # --debug: the traceback, with the cause chained
+        main(["--debug", *argv])
+    assert isinstance(e.value.__cause__, RuntimeError)
+    with pytest.raises(RunError):
+        main([*argv, "--debug"])  # also accepted after the subcommand
+
+
+def test_debug_raises_the_usage_error(no_compute, tmp_path):
+    with pytest.raises(UsageError, match="unknown dataset"):
+        main(["--debug", "run", "many-shot", "--datasets", "nope", "--out", str(tmp_path)])
+
+
+def test_bad_parameter_files(tmp_path, capsys):
+    assert main(["book", "run", "--params", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert "no parameter file" in _one_message(capsys.readouterr().err)
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    assert main(["book", "run", "--params", str(tmp_path / "list.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert "expected a mapping" in _one_message(capsys.readouterr().err)
+    (tmp_path / "typo.yaml").write_text("backbone: RN50\nnotebooks:\n  03_many_shot: {datset: imagenet}\n")
+    assert main(["book", "run", "--params", str(tmp_path / "typo.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert "unknown parameter(s) ['datset']" in _one_message(capsys.readouterr().err)
+    (tmp_path / "bad.yaml").write_text("backbone: [unclosed\n")
+    assert main(["book", "run", "--params", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert "not valid YAML" in _one_message(capsys.readouterr().err)
+    assert not (tmp_path / "o").exists()  # nothing ran
+
+
+def test_apply_names_the_files_whose_shapes_disagree(tmp_path, capsys):
+    torch.save(torch.zeros(4, 3), tmp_path / "zs.pt")
+    torch.save(torch.zeros(4, 5), tmp_path / "ft.pt")
+    torch.save(torch.tensor([0, 1, 2, 0]), tmp_path / "y.pt")
+    torch.save(torch.tensor([0.5, 0.3, 0.2]), tmp_path / "q.pt")
+    base = ["apply", "many-shot", "--zs", str(tmp_path / "zs.pt"), "--labels", str(tmp_path / "y.pt"),
+            "--prior-file", str(tmp_path / "q.pt"), "--out", str(tmp_path)]
+    assert main([*base, "--ft", str(tmp_path / "ft.pt")]) == 2
+    err = _one_message(capsys.readouterr().err)
+    assert f"ft ({tmp_path / 'ft.pt'}): expected 3 classes" in err
+    torch.save(torch.zeros(6, 3), tmp_path / "ft6.pt")
+    assert main([*base, "--ft", str(tmp_path / "ft6.pt")]) == 2
+    err = _one_message(capsys.readouterr().err)
+    assert "ft6.pt) has 6 rows" in err and "y.pt) has shape (4,)" in err
+    torch.save(torch.tensor([0.5, 0.5]), tmp_path / "q2.pt")
+    assert main([*base[:-4], "--ft", str(tmp_path / "zs.pt"), "--prior-file", str(tmp_path / "q2.pt")]) == 2
+    assert "q2.pt): expected 3 values" in _one_message(capsys.readouterr().err)
+    assert main(["apply", "long-tail", "--zs", str(tmp_path / "zs.pt"), "--ft", str(tmp_path / "zs.pt"),
+                 "--labels", str(tmp_path / "y.pt"), "--prior-file", str(tmp_path / "q.pt")]) == 2
+    assert "--train-counts" in _one_message(capsys.readouterr().err)
+    assert main(["apply", "many-shot", "--zs", str(tmp_path / "zs.pt"), "--ft", str(tmp_path / "zs.pt"),
+                 "--labels", str(tmp_path / "y.pt")]) == 2
+    assert "--prior-file" in _one_message(capsys.readouterr().err)
+
+
+def test_the_installed_command_prints_no_traceback(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "gla", "run", "many-shot", "--datasets", "world-main",
+                        "--shifted", "world-main-skecth", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and "world-main-skecth" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())  # no output folder content, no cache: nothing ran
+
+
+def test_missing_offline_weights_are_found_before_compute(no_compute, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    assert main(["run", "long-tail", "--datasets", "world-lt", "--backbone", "ViT-B-16", "--pretrained", "openai",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = _one_message(capsys.readouterr().err)
+    assert "Could not load weights for model 'ViT-B-16-quickgelu'" in err and "not in the Hugging Face cache" in err
+    assert "HF_HUB_OFFLINE=1 is set" in err
+
+
+def test_bad_world_settings_exit_2(capsys):
+    assert main(["world", "info", "--name-prob", "1.5"]) == 2
+    err = _one_message(capsys.readouterr().err)
+    assert err.startswith("gla world info: error:") and "name_prob: expected a number in [0, 1], got 1.5" in err
