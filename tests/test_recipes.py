@@ -12,6 +12,15 @@ from gla.prompt_learning import CoOp, PromptResiduals, train_prompts
 from gla.zeroshot import image_features, zero_shot_head, zero_shot_logits
 
 
+@pytest.fixture(scope="module", autouse=True)
+def world_provider():
+    """The world's backbone provider (registered by gla.world's plug-in in the package)."""
+    from gla.backbones import WORLD_PREFIX, register_backbone_provider
+    from gla.world.backbone import load_world_backbone
+
+    register_backbone_provider(WORLD_PREFIX, load_world_backbone)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
