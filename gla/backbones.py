@@ -287,7 +287,11 @@ def _from_torchscript(name: str, path: str, device: torch.device, precision: str
     """Build ``name`` and load the state dict of a TorchScript archive (OpenAI's format) into it."""
     import open_clip
 
-    archive = torch.jit.load(path, map_location="cpu")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated; OpenAI's files need it
+        archive = torch.jit.load(path, map_location="cpu")
     state = {k: v for k, v in archive.state_dict().items()
              if k not in ("input_resolution", "context_length", "vocab_size")}
     root = logging.getLogger()
@@ -298,6 +302,8 @@ def _from_torchscript(name: str, path: str, device: torch.device, precision: str
                                                                      precision="fp32")
     finally:
         root.setLevel(level)
+    buffers = {k for k, _ in model.named_buffers()}  # scripted modules also save non-persistent buffers
+    state = {k: v for k, v in state.items() if k not in buffers or k in model.state_dict()}
     model.load_state_dict(state)
     if precision in ("fp16", "bf16"):
         open_clip.convert_weights_to_lp(model, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)

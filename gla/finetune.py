@@ -376,7 +376,7 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
     history: list[dict] = []
     step, start = 0, 0
     state_file = resume_path(checkpoint) if checkpoint is not None else None
-    settings = {"recipe": asdict(cfg), "n_train": len(train), "world_size": world_size}
+    settings = {"recipe": cfg.identity(device), "n_train": len(train), "world_size": world_size}
     if state_file is not None and resume:
         state = safe_load(state_file)
         if isinstance(state, dict) and state.get("settings") == settings:
