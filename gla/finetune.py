@@ -392,7 +392,7 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
     for epoch in range(start, cfg.epochs):
         sampler.set_epoch(epoch)
         net.train()
-        running, n_seen = 0.0, 0
+        running, n_seen = torch.zeros((), device=device), 0  # summed on the device: no sync per step
         for images, labels in tqdm(loader, desc=f"fine-tune epoch {epoch + 1}/{cfg.epochs}",
                                    disable=not progress or rank != 0, leave=False):
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
@@ -411,14 +411,15 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             scaler.step(opt)
             scaler.update()
-            running += float(loss.detach()) * len(labels)
+            running += loss.detach() * len(labels)
             n_seen += len(labels)
             step += 1
-        record = {"epoch": epoch + 1, "train_loss": running / max(1, n_seen), "lr": lr, "world_size": world_size}
+        record = {"epoch": epoch + 1, "train_loss": float(running) / max(1, n_seen), "lr": lr,
+                  "world_size": world_size}
         if on_epoch_end is not None:
             model.eval()
             record.update(on_epoch_end(epoch + 1, model) or {})
-        history.append(record)
+        history.append({k: _plain(v) for k, v in record.items()})
         if state_file is not None and epoch + 1 < cfg.epochs:
             if rank == 0:
                 atomic_save({"settings": settings, "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -438,6 +439,13 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
 
         dist.barrier()  # every process sees the checkpoint before going on
     return model, history
+
+
+def _plain(value):
+    """NumPy and 0-d torch scalars as Python numbers, so that checkpoints load with weights_only."""
+    if isinstance(value, (np.generic, torch.Tensor)) and getattr(value, "ndim", 0) == 0:
+        return value.item()
+    return value
 
 
 def _workers(num_workers: int | None, train: Dataset) -> int:

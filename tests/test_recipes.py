@@ -2,6 +2,7 @@
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -155,7 +156,7 @@ def test_interrupted_finetuning_resumes_to_the_same_weights(tiny, data, tmp_path
     def kill_in_epoch_2(epoch, model):
         if epoch == 2:
             raise Killed
-        return {"val": float(epoch)}
+        return {"val": np.float64(epoch)}  # a NumPy scalar must not make the state unreadable
 
     ckpt = tmp_path / "ft.pt"
     with pytest.raises(Killed):
@@ -168,7 +169,7 @@ def test_interrupted_finetuning_resumes_to_the_same_weights(tiny, data, tmp_path
     resumed, hist = finetune(_fresh_classifier(tiny, data), train, replace(cfg, num_workers=2), checkpoint=ckpt,
                              progress=False, on_epoch_end=lambda e, m: seen.append(e) or {"val": float(e)})
     assert seen == [2, 3]  # epoch 1 was not trained again
-    assert [h["epoch"] for h in hist] == [1, 2, 3] and hist[0]["val"] == 1.0
+    assert [h["epoch"] for h in hist] == [1, 2, 3] and hist[0]["val"] == 1.0 and type(hist[0]["val"]) is float
     assert [h["train_loss"] for h in hist] == [h["train_loss"] for h in ref_hist]
     a, b = ref.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
