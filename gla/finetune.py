@@ -414,6 +414,12 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
             running += loss.detach() * len(labels)
             n_seen += len(labels)
             step += 1
+        if distributed:  # the mean over all processes, so every rank keeps the same history
+            import torch.distributed as dist
+
+            totals = torch.stack([running.double(), torch.tensor(float(n_seen), device=device, dtype=torch.float64)])
+            dist.all_reduce(totals)
+            running, n_seen = totals[0], int(totals[1])
         record = {"epoch": epoch + 1, "train_loss": float(running) / max(1, n_seen), "lr": lr,
                   "world_size": world_size}
         if on_epoch_end is not None:
