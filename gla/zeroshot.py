@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +23,8 @@ def zero_shot_head_path(backbone: Backbone, classnames: Sequence[str], templates
     prec = resolve_precision(precision, backbone.device)
     key = cache_key({"backbone": backbone_identity(backbone), "classnames": list(classnames),
                      "templates": list(templates), "precision": prec, "v": 1})
-    return Path(cache_dir) / "heads" / f"{backbone.name}-{len(classnames)}-{key}.pt"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", backbone.name)  # e.g. hf-hub:org/model
+    return Path(cache_dir) / "heads" / f"{stem}-{len(classnames)}-{key}.pt"
 
 
 def zero_shot_head(backbone: Backbone, classnames: Sequence[str], templates: Sequence[str], *,
