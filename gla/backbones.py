@@ -1,14 +1,22 @@
 """One entry point from (model name, pretrained tag or path) to a usable backbone.
 
-Real backbones come from open_clip's factory; the miniature world's tiny CLIP is an
-open_clip model config shipped in ``gla/model_configs`` and registered with open_clip,
-with a word-level tokenizer whose vocabulary travels in its checkpoint. Both are served by
-:func:`load_backbone`, so notebooks switch between them by parameters alone.
+Real backbones come from open_clip's factory. Other families plug in with
+:func:`register_backbone_provider`: names that start with a registered prefix go to that
+provider's loader. The miniature world's tiny CLIP is one (prefix ``gla-world``, loader
+:func:`gla.world.backbone.load_world_backbone`, registered by the world's plug-in). All are
+served by :func:`load_backbone`, so notebooks switch between them by parameters alone.
+
+Local checkpoint files: OpenAI's released files are TorchScript archives and their models
+use QuickGELU; :func:`checkpoint_format` tells them from plain state dicts, and
+:func:`load_backbone` picks the ``-quickgelu`` model for them (``quick_gelu`` decides for
+state dicts, whose origin cannot be read from the file).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +25,66 @@ from typing import Any
 import torch
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
-WORLD_PREFIX = "gla-world"
+WORLD_PREFIX = "gla-world"  # the miniature world's model names (its provider lives in gla.world)
 _registered = False
+BackboneLoader = Callable[[str, str, torch.device, str], "Backbone"]
+_providers: dict[str, BackboneLoader] = {}
+
+
+def register_backbone_provider(prefix: str, loader: BackboneLoader) -> None:
+    """Serve model names starting with ``prefix`` by ``loader`` instead of open_clip.
+
+    Parameters
+    ----------
+    prefix : str
+        Non-empty name prefix (``"gla-world"``). Registering a prefix again replaces its
+        loader; the longest matching prefix wins.
+    loader : callable
+        ``loader(name, pretrained, device, precision) -> Backbone`` where ``pretrained`` is
+        a string (``""`` for random initialisation), ``device`` a ``torch.device`` and
+        ``precision`` open_clip's weight precision (``"fp32"``, ...).
+    """
+    if not isinstance(prefix, str) or not prefix:
+        raise ValueError(f"prefix: expected a non-empty model-name prefix, got {prefix!r}")
+    if not callable(loader):
+        raise TypeError(f"loader: expected a callable (name, pretrained, device, precision) -> Backbone, "
+                        f"got {loader!r}")
+    _providers[prefix] = loader
+
+
+def backbone_providers() -> dict[str, BackboneLoader]:
+    """The registered name prefixes and their loaders (open_clip serves every other name)."""
+    return dict(_providers)
+
+
+def _provider_for(name: str) -> BackboneLoader | None:
+    matches = [p for p in _providers if name.startswith(p)]
+    return _providers[max(matches, key=len)] if matches else None
+
+
+def checkpoint_format(path: str | os.PathLike) -> str:
+    """What kind of checkpoint file ``path`` is, from its layout alone (nothing is unpickled).
+
+    Returns
+    -------
+    str
+        ``"torchscript"`` (a TorchScript archive, e.g. OpenAI's released CLIP files: a zip
+        with a ``code/`` folder or ``constants.pkl``), ``"state_dict"`` (a ``torch.save``
+        zip), ``"safetensors"``, or ``"unknown"`` (e.g. a legacy non-zip pickle).
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return "safetensors"
+    if not zipfile.is_zipfile(path):
+        return "unknown"
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    parts = [n.split("/") for n in names]
+    if any(len(p) > 2 and p[1] == "code" for p in parts) or any(n.endswith("/constants.pkl") for n in names):
+        return "torchscript"
+    if any(n.endswith("/data.pkl") for n in names):
+        return "state_dict"
+    return "unknown"
 
 
 def register_model_configs() -> None:
@@ -108,14 +174,15 @@ def _explain_missing_weights(name: str, pretrained: str, exc: Exception) -> Runt
 
 
 def load_backbone(name: str, pretrained: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
-                  precision: str = "fp32", cache_dir: str | None = None) -> Backbone:
+                  precision: str = "fp32", cache_dir: str | None = None,
+                  quick_gelu: bool | None = None) -> Backbone:
     """Build a backbone from an open_clip model name and a pretrained tag or checkpoint path.
 
     Parameters
     ----------
     name : str
-        An open_clip model name (``ViT-B-16``, ``RN50-quickgelu``, ...) or a world model
-        (``gla-world-tiny``).
+        An open_clip model name (``ViT-B-16``, ``RN50-quickgelu``, ...) or a name served by
+        a registered provider (:func:`register_backbone_provider`, e.g. ``gla-world-tiny``).
     pretrained : str or path, optional
         An open_clip pretrained tag (``openai``, ``laion2b_s34b_b88k``, ...), a local
         checkpoint file, or None for random initialisation (tests only). For a world
@@ -125,72 +192,137 @@ def load_backbone(name: str, pretrained: str | os.PathLike | None = None, *, dev
         open_clip precision (``fp32``, ``fp16``, ``bf16``, ``amp``).
     cache_dir : str, optional
         Hugging Face cache folder for downloaded weights.
+    quick_gelu : bool, optional
+        Whether the weights were trained with QuickGELU (OpenAI's were). None decides from
+        the weights: the tag ``openai`` and TorchScript files (OpenAI's release format) get
+        the ``-quickgelu`` model; a state-dict file with a plain name whose ``-quickgelu``
+        twin exists is refused, since its origin cannot be told. True or False is obeyed.
+
+    Returns
+    -------
+    Backbone
+
+    Raises
+    ------
+    ValueError
+        Unknown name, a state dict whose activation is ambiguous, or a checkpoint of another
+        architecture (the message names the file, the model and what was expected).
+    FileNotFoundError
+        ``pretrained`` looks like a path and no file is there.
+    RuntimeError
+        Weights that cannot be found (with advice on the cache and offline use).
 
     Notes
     -----
     OpenAI's weights were trained with QuickGELU; open_clip names such models
-    ``*-quickgelu``. Asking for ``pretrained="openai"`` with a plain name is mapped to the
-    ``-quickgelu`` model when one exists, so the activations match the weights.
+    ``*-quickgelu`` and builds plain names with GELU, which silently degrades OpenAI
+    weights. Hence the rules for ``quick_gelu`` above.
     """
     import open_clip
 
     register_model_configs()
     device = torch.device(device)
     pretrained = "" if pretrained is None else str(pretrained)
-    if not name.startswith(WORLD_PREFIX) and pretrained == "openai" and not name.endswith("-quickgelu"):
-        if f"{name}-quickgelu" in open_clip.list_models():
-            name = f"{name}-quickgelu"
-    if name not in open_clip.list_models():
-        raise ValueError(f"name: unknown model '{name}'; see gla.backbones.list_backbones() for the known names")
+    if quick_gelu is not None and not isinstance(quick_gelu, bool):
+        raise ValueError(f"quick_gelu: expected True, False or None (decide from the weights), got {quick_gelu!r}")
+    provider = _provider_for(name)
+    if provider is not None:
+        return provider(name, pretrained, device, precision)
+    if name.startswith(WORLD_PREFIX):
+        raise ValueError(f"name: '{name}' is a miniature-world model but no loader is registered for the prefix "
+                         f"'{WORLD_PREFIX}'; import gla.world's plug-in or call register_backbone_provider("
+                         f"'{WORLD_PREFIX}', gla.world.backbone.load_world_backbone)")
+    known = open_clip.list_models()
     suffixes = (".pt", ".pth", ".bin", ".safetensors")
     is_path = bool(pretrained) and (os.path.sep in pretrained or pretrained.endswith(suffixes))
     if is_path and not Path(pretrained).is_file():
         raise FileNotFoundError(f"pretrained: no checkpoint file at {pretrained}")
-    metadata: dict = {}
-    if name.startswith(WORLD_PREFIX):
-        return _load_world_backbone(name, pretrained, device, precision)
+    fmt = checkpoint_format(pretrained) if is_path else None
+    name = _choose_activation(name, pretrained, fmt, quick_gelu, known)
+    if name not in known:
+        raise ValueError(f"name: unknown model '{name}'; see gla.backbones.list_backbones() for the known names")
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=pretrained or None, device=device, precision=precision, cache_dir=cache_dir)
-    except RuntimeError as exc:
-        raise _explain_missing_weights(name, pretrained, exc) from exc
+        if fmt == "torchscript":
+            model, preprocess = _from_torchscript(name, pretrained, device, precision)
+        else:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained or None, device=device, precision=precision, cache_dir=cache_dir)
+    except (AssertionError, KeyError, RuntimeError) as exc:
+        if is_path and (not isinstance(exc, RuntimeError) or _is_shape_error(exc)):
+            raise _wrong_architecture(name, pretrained, exc) from exc
+        if isinstance(exc, RuntimeError):
+            raise _explain_missing_weights(name, pretrained, exc) from exc
+        raise
     model.eval()
-    return Backbone(model, preprocess, open_clip.get_tokenizer(name), name, pretrained, device, metadata)
+    return Backbone(model, preprocess, open_clip.get_tokenizer(name), name, pretrained, device, {})
 
 
-def _load_world_backbone(name: str, pretrained: str, device: torch.device, precision: str) -> Backbone:
-    import logging
+def _choose_activation(name: str, pretrained: str, fmt: str | None, quick_gelu: bool | None,
+                       known: list[str]) -> str:
+    """The model name whose activation matches the weights (see :func:`load_backbone`)."""
+    is_qg = name.endswith("-quickgelu")
+    base = name[: -len("-quickgelu")] if is_qg else name
+    twin = f"{base}-quickgelu"
+    if quick_gelu is True:
+        if not is_qg and twin not in known:
+            raise ValueError(f"quick_gelu: True, but open_clip has no '{twin}' model to build '{name}' with QuickGELU")
+        return twin
+    if quick_gelu is False:
+        if is_qg:
+            raise ValueError(f"quick_gelu: False contradicts the model name '{name}'; use '{base}' for GELU")
+        return name
+    if is_qg or twin not in known:
+        return name
+    if pretrained == "openai" or fmt == "torchscript":
+        return twin
+    if fmt is not None:  # a state dict (or other file): its origin cannot be read from it
+        raise ValueError(
+            f"pretrained: cannot tell whether {pretrained} holds OpenAI weights (trained with QuickGELU) or "
+            f"weights trained with GELU, and model '{name}' uses GELU. For OpenAI's weights use the model "
+            f"'{twin}' (or quick_gelu=True); for others (e.g. LAION-trained) pass quick_gelu=False.")
+    return name
 
+
+def _from_torchscript(name: str, path: str, device: torch.device, precision: str):
+    """Build ``name`` and load the state dict of a TorchScript archive (OpenAI's format) into it."""
     import open_clip
-    from torchvision import transforms
 
-    from .world.concepts import WordTokenizer
+    import warnings
 
-    root_logger = logging.getLogger()
-    level = root_logger.level
-    root_logger.setLevel(logging.ERROR)  # open_clip warns that no weights were loaded: they come next
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated; OpenAI's files need it
+        archive = torch.jit.load(path, map_location="cpu")
+    state = {k: v for k, v in archive.state_dict().items()
+             if k not in ("input_resolution", "context_length", "vocab_size")}
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # open_clip warns that no weights were loaded: they come next
     try:
-        model = open_clip.create_model(name, pretrained=None, device=device, precision=precision)
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, device="cpu",
+                                                                     precision="fp32")
     finally:
-        root_logger.setLevel(level)
-    metadata: dict = {}
-    vocabulary: list[str] = []
-    if pretrained:
-        ckpt = torch.load(pretrained, map_location="cpu", weights_only=True)
-        if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "vocabulary" not in ckpt:
-            raise ValueError(f"pretrained: {pretrained} is not a world checkpoint (expected keys "
-                             "'state_dict' and 'vocabulary', as written by gla.world.pretrain)")
-        model.load_state_dict(ckpt["state_dict"])
-        vocabulary = list(ckpt["vocabulary"])
-        metadata = {k: v for k, v in ckpt.items() if k != "state_dict"}
-    else:  # random initialisation (tests): the default world's vocabulary
-        from .world.concepts import World, WorldConfig
+        root.setLevel(level)
+    buffers = {k for k, _ in model.named_buffers()}  # scripted modules also save non-persistent buffers
+    state = {k: v for k, v in state.items() if k not in buffers or k in model.state_dict()}
+    model.load_state_dict(state)
+    if precision in ("fp16", "bf16"):
+        open_clip.convert_weights_to_lp(model, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
+    return model.to(device), preprocess
 
-        vocabulary = World(WorldConfig()).vocabulary()
-    model.eval()
-    cfg = model.visual
-    mean = getattr(cfg, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
-    std = getattr(cfg, "image_std", None) or open_clip.OPENAI_DATASET_STD
-    preprocess = transforms.Normalize(mean, std)  # world images are already tensors in [0, 1]
-    context = model.context_length if hasattr(model, "context_length") else 16
-    return Backbone(model, preprocess, WordTokenizer(vocabulary, context), name, pretrained, device, metadata)
+
+def _is_shape_error(exc: Exception) -> bool:
+    text = str(exc)
+    return "size mismatch" in text or "Missing key" in text or "Unexpected key" in text or "state_dict" in text
+
+
+def _wrong_architecture(name: str, path: str, exc: Exception) -> ValueError:
+    import open_clip
+
+    cfg = open_clip.get_model_config(name) or {}
+    vis, txt = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+    expected = (f"embed_dim {cfg.get('embed_dim')}, vision width {vis.get('width')} / layers {vis.get('layers')}, "
+                f"text width {txt.get('width')} / layers {txt.get('layers')}")
+    return ValueError(
+        f"pretrained: the checkpoint {path} does not fit model '{name}' (expected the weights of a '{name}': "
+        f"{expected}); it holds another architecture. Pass the model name it was trained as. "
+        f"Detail: {type(exc).__name__}: {str(exc)[:500]}")

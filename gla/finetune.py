@@ -1,7 +1,9 @@
 """Fine-tuning recipes: end-to-end (WiSE-FT's recipe), linear probe, long-tail losses.
 
 Each recipe is one short function: optimiser, schedule, loop, checkpoint. They run on a
-GPU when one is given and on the CPU for tests. End-to-end fine-tuning runs under
+GPU when one is given (with autocast, worker processes and pinned memory) and on the CPU
+for tests. End-to-end fine-tuning saves a resumable state every epoch, so a stopped run
+continues where it stopped and ends with the weights of an uninterrupted one. End-to-end fine-tuning runs under
 ``torchrun`` (DDP) unchanged: when a process group is initialised the model is wrapped
 in ``DistributedDataParallel`` and the data is sharded with a ``DistributedSampler``.
 """
@@ -9,17 +11,23 @@ in ``DistributedDataParallel`` and the data is sharded with a ``DistributedSampl
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
+import random
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset, RandomSampler, Sampler
 
-from .cache import atomic_save
+from .cache import atomic_save, safe_load
+from .loading import autocast, make_loader, resolve_precision
 
 
 class ImageClassifier(nn.Module):
@@ -45,13 +53,37 @@ class ImageClassifier(nn.Module):
         return self.head(self.features(images))
 
 
+TRAIN_TRANSFORMS = ("wise-ft", "crop-flip", "none")
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """End-to-end fine-tuning recipe; defaults are WiSE-FT's ImageNet recipe (GLA_NOTES §3).
+    """End-to-end fine-tuning recipe; defaults are WiSE-FT's ImageNet recipe.
 
-    ``loss`` is ``"ce"`` (cross-entropy; adjust post hoc with ``- log p_s``) or ``"la"``
-    (the logit-adjusted loss of Menon et al., training on ``logits + tau * log p_s``).
-    ``head_lr_mult`` scales the head's learning rate (1 in WiSE-FT).
+    WiSE-FT (Wortsman et al., 2022; official code ``src/finetune.py``): AdamW, weight
+    decay 0.1, cosine schedule with 500 warm-up steps, 10 epochs, lr 3e-5, batch 512,
+    gradient clipping at 1, and its training transform (``clip/clip.py``,
+    ``_transform(is_train=True)``: random resized crops of scale 0.9 to 1, no flip).
+
+    Attributes
+    ----------
+    loss : str
+        ``"ce"`` (cross-entropy; adjust post hoc with ``- log p_s``) or ``"la"`` (the
+        logit-adjusted loss of Menon et al., training on ``logits + tau * log p_s``).
+    head_lr_mult : float
+        Scales the head's learning rate (1 in WiSE-FT).
+    num_workers : int or None
+        Loader worker processes; None: from the CPU count for image files, 0 for in-memory
+        tensors. It does not change the result (augmentations are seeded per image and
+        epoch), so it is left out of :meth:`identity`.
+    precision : str or None
+        Autocast precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (with loss scaling); None
+        is fp32 on the CPU and fp16 on CUDA (open_clip's ``"amp"``).
+    train_transform : str
+        ``"wise-ft"`` (random resized crop, scale 0.9 to 1, as WiSE-FT), ``"crop-flip"``
+        (random resized crop, scale 0.08 to 1, and horizontal flip, Dassl/CoOp's
+        augmentation) or ``"none"`` (the evaluation preprocess); built from the backbone's
+        preprocess by :func:`build_train_transform`.
     """
 
     epochs: int = 10
@@ -64,7 +96,147 @@ class FinetuneConfig:
     la_tau: float = 1.0
     head_lr_mult: float = 1.0
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int | None = None
+    precision: str | None = None
+    train_transform: str = "wise-ft"
+
+    def resolved(self, device: str | torch.device = "cpu") -> "FinetuneConfig":
+        """This recipe with ``precision`` made explicit for ``device`` (None becomes fp32 or fp16)."""
+        return dataclasses.replace(self, precision=resolve_precision(self.precision, device))
+
+    def identity(self, device: str | torch.device = "cpu") -> dict:
+        """The settings that change the fine-tuned weights, for cache keys: every field with
+        the precision resolved for ``device``, without ``num_workers``."""
+        d = asdict(self.resolved(device))
+        d.pop("num_workers")
+        return d
+
+
+class _TensorRandomResizedCrop:
+    """Random resized crop of a ``(C, H, W)`` tensor back to its own size (tensor images)."""
+
+    def __init__(self, scale: tuple[float, float], ratio: tuple[float, float] = (3 / 4, 4 / 3)):
+        self.scale, self.ratio = scale, ratio
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        from torchvision.transforms import RandomResizedCrop
+        from torchvision.transforms import functional as F
+
+        i, j, h, w = RandomResizedCrop.get_params(img, list(self.scale), list(self.ratio))
+        return F.resized_crop(img, i, j, h, w, list(img.shape[-2:]), antialias=True)
+
+    def __repr__(self) -> str:
+        return f"TensorRandomResizedCrop(scale={self.scale}, ratio={self.ratio})"
+
+
+def build_train_transform(preprocess: Callable | None, kind: str = "wise-ft") -> Callable | None:
+    """The fine-tuning transform matching an evaluation ``preprocess``.
+
+    Parameters
+    ----------
+    preprocess : callable or None
+        The backbone's evaluation transform: open_clip's ``Compose`` (resize, centre crop,
+        to tensor, normalise) for image files, or a tensor transform such as the world's
+        ``Normalize`` (None: tensor images used as they are).
+    kind : str
+        ``"wise-ft"``: random resized crop, scale (0.9, 1), no flip (WiSE-FT's
+        ``clip/clip.py`` training transform, also open_clip's ``image_transform(is_train=True)``);
+        ``"crop-flip"``: random resized crop, scale (0.08, 1), and horizontal flip (Dassl's
+        ``random_resized_crop`` + ``random_flip``, used by CoOp); ``"none"``: ``preprocess``.
+
+    Returns
+    -------
+    callable
+        Same output size, mean and std as ``preprocess``. For a PIL pipeline the resize and
+        centre crop are replaced by the random crop at the crop size (same interpolation);
+        for tensor images the crop is resized back to the image's own size, then
+        ``preprocess`` runs unchanged.
+    """
+    from torchvision import transforms as T
+
+    if kind not in TRAIN_TRANSFORMS:
+        raise ValueError(f"train_transform: expected one of {TRAIN_TRANSFORMS}, got {kind!r}")
+    if kind == "none":
+        return preprocess
+    scale = (0.9, 1.0) if kind == "wise-ft" else (0.08, 1.0)
+    flip = [T.RandomHorizontalFlip()] if kind == "crop-flip" else []
+    steps = list(preprocess.transforms) if isinstance(preprocess, T.Compose) else \
+        ([] if preprocess is None else [preprocess])
+    pil_markers = (T.Resize, T.CenterCrop, T.ToTensor, T.PILToTensor)
+    pil = any(isinstance(t, pil_markers) or type(t).__name__ in ("MaybeToTensor", "ResizeKeepRatio")
+              for t in steps)
+    if not pil:  # tensor images (the world): crop, resize back to the image's size, then preprocess
+        return T.Compose([_TensorRandomResizedCrop(scale), *flip, *([preprocess] if preprocess else [])])
+    crops = [i for i, t in enumerate(steps) if isinstance(t, T.CenterCrop)]
+    if not crops:
+        raise ValueError(f"preprocess: expected open_clip's evaluation transform (a Compose with a CenterCrop) or a "
+                         f"tensor transform, got {preprocess!r}")
+    k = crops[-1]
+    size = steps[k].size
+    interpolation = next((t.interpolation for t in steps[:k] if isinstance(t, T.Resize)), T.InterpolationMode.BICUBIC)
+    return T.Compose([T.RandomResizedCrop(size, scale=scale, interpolation=interpolation), *flip, *steps[k + 1:]])
+
+
+class _SeededImages(Dataset):
+    """Reads item ``epoch * n + i`` as item ``i`` of ``data`` with the torch RNG seeded by
+    (seed, epoch, i): random augmentations then depend on neither the worker count nor
+    the process, so a resumed run sees the same crops as an uninterrupted one."""
+
+    def __init__(self, data: Dataset, seed: int):
+        self.data, self.seed, self.n = data, seed, len(data)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, tagged: int):
+        epoch, i = divmod(int(tagged), self.n)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + epoch) * 2_147_483_647 + i)
+            return self.data[i]
+
+
+class _EpochSampler(Sampler):
+    """Yields ``epoch * n + i`` for the indices ``i`` of ``base`` (see :class:`_SeededImages`)."""
+
+    def __init__(self, base: Sampler, n: int):
+        self.base, self.n, self.epoch = base, n, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)
+
+    def __iter__(self):
+        return (self.epoch * self.n + int(i) for i in self.base)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+
+def resume_path(checkpoint: str | os.PathLike) -> Path:
+    """The resumable training state kept next to ``checkpoint`` (``x.pt`` -> ``x.resume.pt``)."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}.resume{checkpoint.suffix or '.pt'}")
+
+
+def _rng_state(g: torch.Generator) -> dict:
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "loader": g.get_state(), "python": random.getstate(),
+             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, g: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    g.set_state(state["loader"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npst = state["numpy"]
+    np.random.set_state((npst[0], npst[1].numpy().astype(np.uint32), *npst[2:]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
@@ -114,13 +286,50 @@ def distributed_from_env(device: str = "cpu") -> Iterator[str]:
 def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = FinetuneConfig(), *,
              device: str | torch.device = "cpu", log_source_prior: torch.Tensor | None = None,
              checkpoint: str | os.PathLike | None = None, progress: bool = True,
-             on_epoch_end: Callable[[int, ImageClassifier], dict] | None = None) -> tuple[ImageClassifier, list[dict]]:
+             on_epoch_end: Callable[[int, ImageClassifier], dict] | None = None,
+             resume: bool = True) -> tuple[ImageClassifier, list[dict]]:
     """Fine-tune ``model`` end to end on ``train`` (a dataset of ``(image, label)``).
 
-    Returns the model and a history of per-epoch records (mean training loss, learning
-    rate, and whatever ``on_epoch_end(epoch, model)`` returns, e.g. a validation score;
-    never pass a test set there). With ``checkpoint`` the final state dict is saved
-    atomically together with the recipe.
+    Parameters
+    ----------
+    model : ImageClassifier
+        Starts as the zero-shot model; trained in place.
+    train : Dataset
+        Yields ``(image, label)``. A :class:`gla.datasets.LabelledImages` whose ``transform``
+        is the backbone's evaluation preprocess is read through
+        ``build_train_transform(train.transform, cfg.train_transform)`` (the dataset itself
+        is not changed).
+    cfg : FinetuneConfig
+        The recipe (optimiser, schedule, loss, precision, augmentation).
+    device : str or torch.device
+    log_source_prior : torch.Tensor, optional
+        ``(K,)`` log training label prior, needed by ``cfg.loss == "la"``.
+    checkpoint : path, optional
+        The final state dict is saved there atomically with the resolved recipe and the
+        history. A resumable state (model, optimiser, loss scaler, step, epoch, RNG states)
+        is saved atomically after every epoch to :func:`resume_path` ``(checkpoint)``; a
+        restarted call with ``resume=True`` continues from it and ends with the same
+        weights as an uninterrupted run. It is removed once the checkpoint is written.
+    progress : bool
+        Show a progress bar (rank 0 only).
+    on_epoch_end : callable, optional
+        ``on_epoch_end(epoch, model) -> dict`` merged into the epoch's record, e.g. a
+        validation score; never pass a test set there.
+    resume : bool
+        Continue from a saved state of the same recipe and data when there is one.
+
+    Returns
+    -------
+    (ImageClassifier, list of dict)
+        The model (in eval mode) and one record per epoch (mean training loss, learning
+        rate, world size and what ``on_epoch_end`` returned).
+
+    Notes
+    -----
+    Under ``torchrun`` (an initialised process group) the model is wrapped in
+    ``DistributedDataParallel`` and the data sharded with a ``DistributedSampler``; only
+    rank 0 writes files. Random augmentations are seeded per (seed, epoch, image), so the
+    number of loader workers does not change the result.
     """
     from tqdm import tqdm
 
@@ -128,62 +337,109 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
         raise ValueError(f"loss: expected 'ce' or 'la', got {cfg.loss!r}")
     if cfg.loss == "la" and log_source_prior is None:
         raise ValueError("log_source_prior: the logit-adjusted loss needs the training label prior (log p_s)")
+    if cfg.train_transform not in TRAIN_TRANSFORMS:
+        raise ValueError(f"train_transform: expected one of {TRAIN_TRANSFORMS}, got {cfg.train_transform!r}")
     device = torch.device(device)
+    cfg = cfg.resolved(device)
+    prec = cfg.precision
     torch.manual_seed(cfg.seed)
     distributed, rank, world_size = _distributed()
+    if cfg.train_transform != "none":
+        if not hasattr(train, "transform"):
+            raise ValueError(f"train: train_transform={cfg.train_transform!r} needs a dataset with a 'transform' "
+                             "attribute (the backbone's preprocess), e.g. gla.datasets.LabelledImages; pass "
+                             "FinetuneConfig(train_transform='none') to use the data as they are")
+        train = copy.copy(train)
+        train.transform = build_train_transform(train.transform, cfg.train_transform)
     model = model.to(device)
     net: nn.Module = model
-    sampler = None
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
         from torch.utils.data.distributed import DistributedSampler
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        sampler = DistributedSampler(train, shuffle=True, seed=cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(train, batch_size=max(1, cfg.batch_size // world_size), shuffle=sampler is None,
-                        sampler=sampler, generator=g, num_workers=cfg.num_workers, drop_last=False,
-                        pin_memory=device.type == "cuda")
+    base: Sampler = DistributedSampler(train, shuffle=True, seed=cfg.seed) if distributed else \
+        RandomSampler(range(len(train)), generator=g)
+    sampler = _EpochSampler(base, len(train))
+    loader = make_loader(_SeededImages(train, cfg.seed), batch_size=max(1, cfg.batch_size // world_size),
+                         sampler=sampler, device=device, num_workers=_workers(cfg.num_workers, train))
     head_params = list(model.head.parameters())
     head_ids = {id(p) for p in head_params}
     body = [p for p in model.parameters() if id(p) not in head_ids]
     opt = torch.optim.AdamW([{"params": body, "lr_mult": 1.0},
                              {"params": head_params, "lr_mult": cfg.head_lr_mult}],
                             lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=prec == "fp16")
     total = cfg.epochs * len(loader)
     adjust = None if cfg.loss == "ce" else (cfg.la_tau * log_source_prior.to(device).float())
-    history, step = [], 0
-    for epoch in range(cfg.epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
+    history: list[dict] = []
+    step, start = 0, 0
+    state_file = resume_path(checkpoint) if checkpoint is not None else None
+    settings = {"recipe": cfg.identity(device), "n_train": len(train), "world_size": world_size}
+    if state_file is not None and resume:
+        state = safe_load(state_file)
+        if isinstance(state, dict) and state.get("settings") == settings:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            step, start, history = state["step"], state["epoch"], list(state["history"])
+            _set_rng_state(state["rng"], g)
+        elif state is not None:
+            warnings.warn(f"{state_file}: a resumable state of another recipe or dataset; starting afresh",
+                          stacklevel=2)
+    lr = cosine_lr(step, total, cfg.warmup_steps, cfg.lr)
+    for epoch in range(start, cfg.epochs):
+        sampler.set_epoch(epoch)
         net.train()
-        running, n_seen = 0.0, 0
+        running, n_seen = torch.zeros((), device=device), 0  # summed on the device: no sync per step
         for images, labels in tqdm(loader, desc=f"fine-tune epoch {epoch + 1}/{cfg.epochs}",
                                    disable=not progress or rank != 0, leave=False):
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             lr = cosine_lr(step, total, cfg.warmup_steps, cfg.lr)
             for group in opt.param_groups:
                 group["lr"] = lr * group["lr_mult"]
-            logits = net(images)
-            if adjust is not None:
-                logits = logits + adjust
-            loss = nn.functional.cross_entropy(logits, labels)
+            with autocast(prec, device):
+                logits = net(images)
+                if adjust is not None:
+                    logits = logits + adjust
+                loss = nn.functional.cross_entropy(logits.float(), labels)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if cfg.grad_clip:
+                scaler.unscale_(opt)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            running += float(loss.detach()) * len(labels)
+            scaler.step(opt)
+            scaler.update()
+            running += loss.detach() * len(labels)
             n_seen += len(labels)
             step += 1
-        record = {"epoch": epoch + 1, "train_loss": running / max(1, n_seen), "lr": lr, "world_size": world_size}
+        if distributed:  # the mean over all processes, so every rank keeps the same history
+            import torch.distributed as dist
+
+            totals = torch.stack([running.double(), torch.tensor(float(n_seen), device=device, dtype=torch.float64)])
+            dist.all_reduce(totals)
+            running, n_seen = totals[0], int(totals[1])
+        record = {"epoch": epoch + 1, "train_loss": float(running) / max(1, n_seen), "lr": lr,
+                  "world_size": world_size}
         if on_epoch_end is not None:
             model.eval()
             record.update(on_epoch_end(epoch + 1, model) or {})
-        history.append(record)
+        history.append({k: _plain(v) for k, v in record.items()})
+        if state_file is not None and epoch + 1 < cfg.epochs:
+            if rank == 0:
+                atomic_save({"settings": settings, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                             "scaler": scaler.state_dict(), "step": step, "epoch": epoch + 1,
+                             "history": history, "rng": _rng_state(g)}, state_file)
+            if distributed:
+                import torch.distributed as dist
+
+                dist.barrier()
     model.eval()
     if checkpoint is not None and rank == 0:
         atomic_save({"state_dict": model.state_dict(), "recipe": asdict(cfg), "history": history}, checkpoint)
+        if state_file is not None:
+            state_file.unlink(missing_ok=True)
     if distributed:
         import torch.distributed as dist
 
@@ -191,16 +447,38 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
     return model, history
 
 
+def _plain(value):
+    """NumPy and 0-d torch scalars as Python numbers, so that checkpoints load with weights_only."""
+    if isinstance(value, (np.generic, torch.Tensor)) and getattr(value, "ndim", 0) == 0:
+        return value.item()
+    return value
+
+
+def _workers(num_workers: int | None, train: Dataset) -> int:
+    from .loading import resolve_num_workers
+
+    return resolve_num_workers(num_workers, train)
+
+
 @torch.no_grad()
 def predict(model: nn.Module, data: Dataset, *, batch_size: int = 512, device: str | torch.device = "cpu",
-            progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels of ``model`` on ``data`` (float32, on the CPU)."""
+            progress: bool = False, num_workers: int | None = None,
+            precision: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels of ``model`` on ``data`` (float32, on the CPU).
+
+    ``num_workers`` and ``precision`` as in :func:`gla.loading.make_loader` and
+    :func:`gla.loading.autocast` (None: automatic; fp32 on the CPU, fp16 on CUDA).
+    """
     from tqdm import tqdm
 
+    device = torch.device(device)
+    prec = resolve_precision(precision, device)
     model.eval().to(device)
     outs, ys = [], []
-    for images, labels in tqdm(DataLoader(data, batch_size=batch_size), disable=not progress, desc="predict"):
-        outs.append(model(images.to(device)).float().cpu())
+    loader = make_loader(data, batch_size=batch_size, device=device, num_workers=num_workers)
+    for images, labels in tqdm(loader, disable=not progress, desc="predict"):
+        with autocast(prec, device):
+            outs.append(model(images.to(device, non_blocking=True)).float().cpu())
         ys.append(labels)
     return torch.cat(outs), torch.cat(ys)
 

@@ -1,0 +1,163 @@
+"""Backbone providers, checkpoint formats, QuickGELU detection and wrong-architecture errors.
+
+OpenAI's released CLIP files are TorchScript archives and their models use QuickGELU
+(open_clip builds them through ``load_openai_model`` and names the models ``*-quickgelu``).
+Here a random-init tiny open_clip model stands in for them, saved both as a state dict
+(``torch.save``) and as a TorchScript archive (``torch.jit.save`` of the scripted model).
+"""
+
+import json
+import warnings
+
+import pytest
+import torch
+
+import gla.backbones as backbones
+from gla.backbones import (
+    WORLD_PREFIX,
+    Backbone,
+    backbone_providers,
+    checkpoint_format,
+    load_backbone,
+    register_backbone_provider,
+)
+
+CFG = {"embed_dim": 32,
+       "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
+       "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1}}
+
+
+@pytest.fixture(scope="module")
+def oai(tmp_path_factory):
+    """A tiny OpenAI-style model (with a ``-quickgelu`` twin and a wider cousin), saved both ways."""
+    import open_clip
+
+    d = tmp_path_factory.mktemp("oai_configs")
+    (d / "gla-test-oai.json").write_text(json.dumps(CFG))
+    (d / "gla-test-oai-quickgelu.json").write_text(json.dumps({**CFG, "quick_gelu": True}))
+    wide = {**CFG, "vision_cfg": {**CFG["vision_cfg"], "width": 128},
+            "text_cfg": {**CFG["text_cfg"], "width": 128, "heads": 2}}
+    (d / "gla-test-wide.json").write_text(json.dumps(wide))
+    open_clip.add_model_config(d)
+    torch.manual_seed(0)
+    model = open_clip.create_model("gla-test-oai-quickgelu")
+    files = tmp_path_factory.mktemp("weights")
+    torch.save(model.state_dict(), files / "state.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.script / save are deprecated, still what OpenAI shipped
+        torch.jit.save(torch.jit.script(model), files / "openai.pt")
+    return {"state": str(files / "state.pt"), "script": str(files / "openai.pt"), "weights": model.state_dict()}
+
+
+def _same_weights(model, weights) -> bool:
+    sd = model.state_dict()
+    return set(sd) == set(weights) and all(torch.equal(sd[k], weights[k]) for k in weights)
+
+
+def _uses_quick_gelu(model) -> bool:
+    import open_clip
+
+    return any(isinstance(m, open_clip.transformer.QuickGELU) for m in model.modules())
+
+
+def test_checkpoint_format_reads_the_layout(oai, tmp_path):
+    assert checkpoint_format(oai["script"]) == "torchscript"
+    assert checkpoint_format(oai["state"]) == "state_dict"
+    (tmp_path / "w.safetensors").write_bytes(b"{}")
+    assert checkpoint_format(tmp_path / "w.safetensors") == "safetensors"
+    (tmp_path / "junk.pt").write_bytes(b"not a zip")
+    assert checkpoint_format(tmp_path / "junk.pt") == "unknown"
+
+
+def test_torchscript_file_gets_the_quickgelu_model(oai):
+    bb = load_backbone("gla-test-oai", oai["script"])
+    assert bb.name == "gla-test-oai-quickgelu" and _uses_quick_gelu(bb.model)
+    assert _same_weights(bb.model, oai["weights"])
+    assert bb.encode_images(torch.rand(2, 3, 32, 32)).shape == (2, 32)
+
+
+def test_state_dict_with_a_plain_name_is_refused_with_advice(oai):
+    with pytest.raises(ValueError, match="gla-test-oai-quickgelu.*quick_gelu=False"):
+        load_backbone("gla-test-oai", oai["state"])
+
+
+@pytest.mark.parametrize("quick_gelu, name, expected", [
+    (False, "gla-test-oai", "gla-test-oai"),
+    (True, "gla-test-oai", "gla-test-oai-quickgelu"),
+    (None, "gla-test-oai-quickgelu", "gla-test-oai-quickgelu"),
+])
+def test_explicit_quick_gelu_is_obeyed(oai, quick_gelu, name, expected):
+    bb = load_backbone(name, oai["state"], quick_gelu=quick_gelu)
+    assert bb.name == expected and _uses_quick_gelu(bb.model) == expected.endswith("-quickgelu")
+    assert _same_weights(bb.model, oai["weights"])
+
+
+def test_torchscript_file_with_quick_gelu_false_keeps_gelu(oai):
+    bb = load_backbone("gla-test-oai", oai["script"], quick_gelu=False)
+    assert bb.name == "gla-test-oai" and not _uses_quick_gelu(bb.model)
+
+
+def test_contradictory_quick_gelu_is_an_error(oai):
+    with pytest.raises(ValueError, match="contradicts"):
+        load_backbone("gla-test-oai-quickgelu", oai["state"], quick_gelu=False)
+    with pytest.raises(ValueError, match="quick_gelu"):
+        load_backbone("gla-test-oai", oai["state"], quick_gelu="yes")
+
+
+def test_checkpoint_of_another_architecture_names_file_and_model(oai):
+    with pytest.raises(ValueError) as info:
+        load_backbone("gla-test-wide", oai["state"])
+    msg = str(info.value)
+    assert oai["state"] in msg and "'gla-test-wide'" in msg and "width 128" in msg
+    assert "pos_embed width changed" in msg  # the original cause is kept in the message
+    with pytest.raises(ValueError, match="does not fit model 'gla-test-wide'"):
+        load_backbone("gla-test-wide", oai["script"])
+
+
+def test_providers_dispatch_by_longest_prefix(monkeypatch):
+    monkeypatch.setattr(backbones, "_providers", {})
+    calls = []
+
+    def fake(tag):
+        def loader(name, pretrained, device, precision):
+            calls.append((tag, name, pretrained, device, precision))
+            return Backbone(torch.nn.Identity(), lambda x: x, lambda t: t, name, pretrained, device, {})
+        return loader
+
+    register_backbone_provider("toy", fake("short"))
+    register_backbone_provider("toy-big", fake("long"))
+    assert set(backbone_providers()) == {"toy", "toy-big"}
+    bb = load_backbone("toy-small", None, precision="bf16")
+    assert bb.name == "toy-small" and calls[-1] == ("short", "toy-small", "", torch.device("cpu"), "bf16")
+    load_backbone("toy-big-1", "/some/ckpt.pt")
+    assert calls[-1][:3] == ("long", "toy-big-1", "/some/ckpt.pt")
+    with pytest.raises(ValueError, match="prefix"):
+        register_backbone_provider("", fake("x"))
+    with pytest.raises(TypeError, match="loader"):
+        register_backbone_provider("x", None)
+
+
+def test_world_name_without_its_provider_says_how_to_register(monkeypatch):
+    monkeypatch.setattr(backbones, "_providers", {})
+    with pytest.raises(ValueError, match="register_backbone_provider"):
+        load_backbone("gla-world-tiny")
+
+
+def test_world_provider_serves_world_names(monkeypatch):
+    from gla.world.backbone import load_world_backbone
+
+    monkeypatch.setattr(backbones, "_providers", {})
+    register_backbone_provider(WORLD_PREFIX, load_world_backbone)
+    bb = load_backbone("gla-world-tiny")
+    assert bb.name == "gla-world-tiny" and bb.tokenizer(["a photo of a cat."]).shape[0] == 1
+    feats = bb.encode_images(bb.preprocess(torch.rand(2, 3, 32, 32)))
+    assert torch.allclose(feats.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_core_backbones_do_not_import_the_world():
+    import subprocess
+    import sys
+
+    code = "import sys, gla.backbones; print(any(m.startswith('gla.world') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
