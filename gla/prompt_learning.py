@@ -220,11 +220,12 @@ class CoOp(_PromptBase):
         ``None`` (CoOp's default): ``n_ctx`` vectors drawn from ``N(0, 0.02^2)``.
         A phrase such as ``"a photo of a"``: the vectors start as that phrase's token
         embeddings and ``n_ctx`` is its token count. A template with ``{}`` is also
-        accepted: the words before ``{}`` are the phrase (random init when there are
-        none); what follows ``{}`` is dropped, the class name is always last.
+        accepted: the words before ``{}`` are the phrase when they are ``n_ctx`` tokens
+        (or ``n_ctx`` is omitted), else the context is random; what follows ``{}`` is
+        dropped, the class name is always last.
     n_ctx : int, optional
         Number of context vectors; default 16 for the random init, the phrase's token
-        count otherwise (a different explicit value is an error).
+        count otherwise (a different explicit value with a phrase is an error).
     seed : int, optional
         Seed of the random init; ``None`` draws from torch's global generator (so
         ``torch.manual_seed`` before construction reproduces it, as in CoOp).
@@ -233,20 +234,23 @@ class CoOp(_PromptBase):
     def __init__(self, backbone, classnames: Sequence[str], ctx_init: str | None = None, *,
                  n_ctx: int | None = None, seed: int | None = None):
         classnames = _check_classnames(classnames)
-        phrase = None
+        phrase, from_template, count = None, False, 0
         if ctx_init is not None:
             if not isinstance(ctx_init, str):
                 raise TypeError(f"ctx_init: expected a phrase (str) or None, got {type(ctx_init).__name__}")
-            phrase = ctx_init.split("{}")[0].strip() if "{}" in ctx_init else ctx_init.strip()
-            phrase = phrase or None
+            from_template = "{}" in ctx_init
+            phrase = (ctx_init.split("{}")[0] if from_template else ctx_init).strip() or None
         if phrase is not None:
             t = backbone.tokenizer([phrase])[0]
             count = int(_eot_positions(backbone.model, t[None])[0]) - 1
             if count < 1:
                 raise ValueError(f"ctx_init: the phrase {phrase!r} has no tokens")
             if n_ctx is not None and n_ctx != count:
-                raise ValueError(f"n_ctx: the phrase {phrase!r} has {count} tokens, so n_ctx must be {count} "
-                                 f"(or omitted); got {n_ctx}")
+                if not from_template:
+                    raise ValueError(f"n_ctx: the phrase {phrase!r} has {count} tokens, so n_ctx must be {count} "
+                                     f"(or omitted); got {n_ctx}")
+                phrase = None  # a template whose words are not n_ctx tokens: CoOp's random context
+        if phrase is not None:
             n_ctx = count
             prefix = phrase
         else:
