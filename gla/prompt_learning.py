@@ -2,7 +2,7 @@
 
 Both learners change only the input of the text tower; both encoders stay frozen.
 
-:class:`PromptResiduals` is the paper's few-shot model (section 4 of the paper; official
+:class:`PromptResiduals` is the paper's few-shot model (its few-shot experiments; official
 code: BeierZhu/GLA, ``GLA.FS.public.zip`` -> ``trainers/gla.py``): a learnable residual,
 initialised at zero, is added to the token embedding of every position of the
 hand-written prompt after the start token, the end-of-text token included; padding stays
@@ -22,11 +22,12 @@ score, by default accuracy; the few-shot protocol passes :func:`gla_val_selector
   :func:`gla.features.cached_features`) with the evaluation preprocess, and AdamW trains
   full-batch on them. No augmentation, so no image is read during training; this is what
   the miniature world's book uses.
-- :func:`train_prompts_end_to_end`, the paper's recipe (the official
-  ``configs/trainers/*/rn50_ep50*.yaml`` on top of Dassl's optimiser defaults): SGD with
-  momentum 0.9 and weight decay 5e-4, lr 4e-4, 50 epochs, a cosine schedule after one
+- :func:`train_prompts_end_to_end`, the paper's recipe (the official ImageNet configs
+  ``rn50_ep50_shot*.yaml`` on top of Dassl's optimiser defaults): SGD with momentum 0.9
+  and weight decay 5e-4, lr 4e-4, batch 512, 50 epochs, a cosine schedule after one
   constant-lr warm-up epoch, random resized crops and horizontal flips, fp16 autocast on
-  CUDA; the frozen image encoder runs on every augmented batch.
+  CUDA; the frozen image encoder runs on every augmented batch, so it costs a forward
+  pass of the image tower per image and epoch.
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ class PromptResiduals(_PromptBase):
     Every position after the start token up to and including the end-of-text token (the
     position the text tower pools at) of each class's prompt gets its own learnable
     residual; the start token and the padding stay frozen. Official code: BeierZhu/GLA,
-    ``GLA.FS.public.zip`` -> ``trainers/gla.py`` (prompt learner); the paper, section 4.
+    ``GLA.FS.public.zip`` -> ``trainers/gla.py`` (prompt learner).
 
     Parameters
     ----------
@@ -347,7 +348,7 @@ def gla_val_selector(zs_val_logits: ArrayLike, val_labels: ArrayLike, log_prior:
     score of an epoch is ``acc(argmax(f_pt / T_ft + f_zs / T_zs - log q))`` on val, with
     ``T_ft`` searched again on the learner's val logits at every call, as the official code
     does each epoch (BeierZhu/GLA, ``GLA.FS.public.zip`` -> ``trainers/gla.py``, the
-    after-epoch evaluation; section 4 of the paper).
+    after-epoch evaluation with ``search_T`` at threshold 1.0).
 
     Parameters
     ----------
@@ -622,7 +623,7 @@ def _with_transform(dataset, transform, name: str):
 
 
 def train_prompts_end_to_end(learner: _PromptBase, backbone, train_dataset, val_dataset, *, epochs: int = 50,
-                             lr: float = 4e-4, batch_size: int = 32, warmup_epochs: int = 1,
+                             lr: float = 4e-4, batch_size: int = 512, warmup_epochs: int = 1,
                              warmup_lr: float = DASSL_WARMUP_CONS_LR, momentum: float = DASSL_MOMENTUM,
                              weight_decay: float = DASSL_WEIGHT_DECAY, augment: bool = True,
                              precision: str | None = None, select: Select | None = None, seed: int = 0,
@@ -632,8 +633,9 @@ def train_prompts_end_to_end(learner: _PromptBase, backbone, train_dataset, val_
     Every training batch is augmented (random resized crop + flip, :func:`training_augmentation`)
     and goes through the frozen image encoder; only the learner's prompt parameters are
     trained, with cross-entropy. Defaults follow the official ImageNet config
-    (BeierZhu/GLA ``GLA.FS.public.zip`` -> ``configs/trainers/*/rn50_ep50_shot*.yaml``:
-    SGD lr 4e-4, 50 epochs, cosine schedule with one constant-lr warm-up epoch, fp16) and
+    (BeierZhu/GLA ``GLA.FS.public.zip``, ``rn50_ep50_shot*.yaml``:
+    SGD lr 4e-4, batch 512, 50 epochs, cosine schedule with one constant-lr warm-up epoch,
+    fp16) and
     Dassl's optimiser defaults (KaiyangZhou/Dassl.pytorch ``dassl/config/defaults.py``:
     momentum 0.9, weight decay 5e-4, warm-up lr 1e-5). The lr is set once per epoch
     (:func:`dassl_cosine_lr`). After each epoch the learner is scored on val and the best
@@ -655,8 +657,9 @@ def train_prompts_end_to_end(learner: _PromptBase, backbone, train_dataset, val_
     lr, momentum, weight_decay : float
         SGD settings (no dampening, no Nesterov).
     batch_size : int
-        Dassl's and CoOp's default is 32; GLA's ImageNet config uses 512. The last
-        incomplete batch is dropped when the set holds at least one batch (Dassl).
+        512, as GLA's ImageNet config (with lr 4e-4); CoOp's configs use 32 (with lr
+        2e-3). The last incomplete batch is dropped when the set holds at least one
+        batch (Dassl's loader); a set smaller than a batch trains as one batch.
     warmup_epochs, warmup_lr : int, float
         Constant-lr warm-up.
     augment : bool
