@@ -6,9 +6,10 @@
   first appear, ``random.sample`` per class, train then val (``min(k, 4)``) on one
   generator seeded with the run's seed.
 - :func:`imagenet_few_shot_split`: GLA's ImageNet split (BeierZhu/GLA
-  ``GLA.FS.public/datasets/imagenet.py`` L59-77 with ``Dassl.ProGrad.pytorch``
+  ``GLA.FS.public/datasets/imagenet.py`` L59-77 and L116-146 with ``Dassl.ProGrad.pytorch``
   ``base_dataset.py`` L199-249): ``2k`` per class drawn from the full train set, the
-  first ``k`` train and the next ``k`` val; for ``k >= 32`` val is ImageNet-LT's val list.
+  first ``k`` train and the next ``k`` val; for ``k >= 32`` val is ImageNet-LT's val list
+  (images of the ImageNet train folder) and train a ``k``-shot draw from the rest.
 - :func:`balanced_holdout`: the class-balanced hold-out that serves as val where a
   dataset has no official val split (ImageNet and CIFAR-100 in the many-shot protocol).
 """
@@ -114,32 +115,47 @@ def _gla_imagenet_indices(labels: list[int], shots: int, rng: random.Random) -> 
     return tr, va
 
 
+def _item_key(path) -> str:
+    """``<wnid>/<file>``: identifies an ImageNet train image whatever the root."""
+    from pathlib import PurePath
+
+    p = PurePath(str(path))
+    return f"{p.parent.name}/{p.name}"
+
+
 def imagenet_few_shot_split(train: LabelledImages, shots: int, seed: int, lt_val: LabelledImages | None = None
                             ) -> tuple[LabelledImages, LabelledImages]:
     """GLA's ImageNet few-shot split.
 
-    For ``shots < 32``: per class (first-appearance order) ``random.sample(items, 2k)``
-    after seeding, the first ``k`` are train and the next ``k`` val; a class with fewer
-    than ``2k`` items keeps list order (first ``k`` train, the rest val). For
-    ``shots >= 32``: ``k`` per class drawn the same way as CoOp's train draw, and val is
-    ImageNet-LT's val list (``ImageNet_LT/ImageNet_LT_val.txt``, 20 images per class).
+    For ``shots < 32`` (BeierZhu/GLA ``GLA.FS.public/datasets/imagenet.py`` L60-68 and
+    ``Dassl.ProGrad.pytorch`` ``base_dataset.py`` L199-249): per class, in order of first
+    appearance, ``random.sample(items, 2k)`` after seeding; the first ``k`` are train and
+    the next ``k`` val; a class with fewer than ``2k`` items keeps list order (first
+    ``k`` train, the rest val).
+
+    For ``shots >= 32`` (``imagenet.py`` L69-77 and L116-146): val is ImageNet-LT's val
+    list (``ImageNet_LT/ImageNet_LT_val.txt``, 20 images per class, all taken from the
+    ImageNet train folder), kept in train-folder order; train is Dassl's ``k``-per-class
+    draw from the remaining train images.
 
     Parameters
     ----------
     train : LabelledImages
         The FULL official ImageNet train set (``load_dataset("imagenet", "train_full")``),
-        in its listing order.
+        in its listing order (ours is sorted; GLA lists folders unsorted, so exact draws
+        need the same order, or GLA's cached split files).
     shots : int
         k.
     seed : int
         The run's seed.
     lt_val : LabelledImages, optional
-        ImageNet-LT's val split; required when ``shots >= 32``.
+        ImageNet-LT's val split (``load_dataset("imagenet_lt", "val")``); required when
+        ``shots >= 32``. Its images are matched to ``train`` by ``<wnid>/<file name>``.
 
     Returns
     -------
     (LabelledImages, LabelledImages)
-        Train and val (val named split ``"val"``).
+        Train and val, both subsets of ``train`` (val named split ``"val"``).
     """
     _check_shots(shots)
     rng = random.Random(seed)
@@ -148,9 +164,18 @@ def imagenet_few_shot_split(train: LabelledImages, shots: int, seed: int, lt_val
         if lt_val is None:
             raise ValueError(f"lt_val: GLA's ImageNet split with shots >= {IMAGENET_LT_VAL_FROM_SHOTS} (got {shots}) "
                              "takes val from ImageNet-LT's val list; pass load_dataset('imagenet_lt', 'val')")
-        if lt_val.n_classes != train.n_classes:
-            raise ValueError(f"lt_val: expected {train.n_classes} classes like the train set, got {lt_val.n_classes}")
-        return train.subset(_draw(labels, shots, rng)), lt_val
+        if isinstance(train.images, torch.Tensor):
+            raise ValueError("train: expected ImageNet's file images (paths) to match ImageNet-LT's val list")
+        wanted = {_item_key(p) for p in lt_val.images}
+        is_val = [_item_key(p) in wanted for p in train.images]
+        found = sum(is_val)
+        if found != len(wanted):
+            raise ValueError(f"lt_val: {len(wanted) - found} of ImageNet-LT's {len(wanted)} val images are not in the "
+                             "ImageNet train set given (they are matched by '<wnid>/<file name>')")
+        va = [i for i, v in enumerate(is_val) if v]
+        pool = [i for i, v in enumerate(is_val) if not v]
+        tr = [pool[j] for j in _draw([labels[i] for i in pool], shots, rng)]
+        return train.subset(tr), train.subset(va, split="val")
     tr, va = _gla_imagenet_indices(labels, shots, rng)
     return train.subset(tr), train.subset(va, split="val")
 
@@ -241,7 +266,7 @@ def sample_few_shot(name: str, train: LabelledImages, val: LabelledImages | None
                              f"load_dataset('{name}', 'train_full')")
         lt_val = None
         if shots >= IMAGENET_LT_VAL_FROM_SHOTS:
-            lt_val = load_dataset("imagenet_lt", "val", root=root, transform=train.transform)
+            lt_val = load_dataset("imagenet_lt", "val", root=root)
         tr, va = imagenet_few_shot_split(train, shots, seed, lt_val=lt_val)
         return tr, va, "gla-imagenet+lt-val" if lt_val is not None else "gla-imagenet"
     if val is None:
