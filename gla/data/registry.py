@@ -111,13 +111,21 @@ def register_dataset(entry: DatasetEntry, *, replace: bool = False) -> DatasetEn
 
 
 def _ensure_loaded() -> None:
-    if not _state["readers"]:
-        _state["readers"] = True
-        for mod in READER_MODULES:
-            importlib.import_module(mod)
-    if not _state["plugins"]:
-        _state["plugins"] = True
-        load_plugins()
+    # Flags are set first (a plug-in may read the registry while registering) and reset on
+    # failure, so an error surfaces again on the next call instead of leaving a partial registry.
+    for key, load in (("readers", _import_readers), ("plugins", load_plugins)):
+        if not _state[key]:
+            _state[key] = True
+            try:
+                load()
+            except BaseException:
+                _state[key] = False
+                raise
+
+
+def _import_readers() -> None:
+    for mod in READER_MODULES:
+        importlib.import_module(mod)
 
 
 def _plugin_entry_points() -> list[Any]:
