@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gla.datasets import few_shot_split, load_dataset
-from gla.real_datasets import project_labels, project_logits
+from gla.data import few_shot_split, imagenet_wnids, load_dataset, project_labels, project_logits
+from gla.data.imagenet import imagenet_subset_wnids
 
 
 def img(path, colour=(128, 0, 0)):
@@ -40,7 +40,9 @@ def test_imagenet_train_val_test_are_disjoint_and_balanced(imagenet_root):
     assert all("/val/" in p for p in te.images)
     x, y = te[0]
     assert x.size == (8, 8) and y == 0
-    assert len(te.templates) == 80 and te.classnames == ["n01440764", "n01443537", "n01484850"]
+    assert len(te.templates) == 80 and te.classnames == ["tench", "goldfish", "great white shark"]
+    full = load_dataset("imagenet", "train_full", root=imagenet_root)
+    assert len(full) == 36 and full.meta["holdout_per_class"] == 0 and tr.meta["holdout_per_class"] == 10
 
 
 def test_imagenet_bad_layout_prints_the_expected_one(tmp_path):
@@ -48,13 +50,18 @@ def test_imagenet_bad_layout_prints_the_expected_one(tmp_path):
         load_dataset("imagenet", "test", root=tmp_path)
 
 
-def test_imagenet_r_subset_and_projection(imagenet_root):
-    for w in ["n01443537", "n01484850"]:
-        img(imagenet_root / "imagenet-rendition" / "imagenet-r" / w / "a.jpg")
-    r = load_dataset("imagenet_r", "test", root=imagenet_root)
-    assert r.class_subset.tolist() == [1, 2]
-    logits = torch.tensor([[5.0, 1.0, 2.0], [9.0, 3.0, 1.0]])
-    assert project_logits(logits, r.class_subset).tolist() == [[1.0, 2.0], [3.0, 1.0]]
+def test_imagenet_r_subset_and_projection(tmp_path):
+    wnids = imagenet_subset_wnids("imagenet_r")
+    for w in wnids[:2]:
+        img(tmp_path / "imagenet-rendition" / "imagenet-r" / w / "a.jpg")
+    for w in wnids[2:]:
+        (tmp_path / "imagenet-rendition" / "imagenet-r" / w).mkdir(parents=True)
+    r = load_dataset("imagenet_r", "test", root=tmp_path)  # no imagenet/images/train needed
+    all_wnids = imagenet_wnids()
+    assert r.class_subset.tolist() == [all_wnids.index(w) for w in wnids] and len(r.class_subset) == 200
+    assert r.labels.tolist() == r.class_subset[:2].tolist() and r.n_classes == 1000
+    logits = torch.arange(2 * 1000, dtype=torch.float32).reshape(2, 1000)
+    assert project_logits(logits, r.class_subset).tolist() == logits[:, r.class_subset].tolist()
     assert project_labels(r.labels, r.class_subset).tolist() == [0, 1]
 
 
@@ -164,7 +171,7 @@ def test_lt_split_files(tmp_path):
     (tmp_path / "ImageNet_LT").mkdir()
     (tmp_path / "ImageNet_LT" / "ImageNet_LT_train.txt").write_text("\n".join(lines) + "\n")
     tr = load_dataset("imagenet_lt", "train", root=tmp_path)
-    assert tr.class_counts().tolist() == [3, 2] and tr.classnames == ["n01440764", "n01443537"]
+    assert tr.class_counts().tolist() == [3, 2] and tr.classnames == ["tench", "goldfish"]
     # Places-LT with categories file.
     (tmp_path / "places365" / "a").mkdir(parents=True)
     img(tmp_path / "places365" / "a" / "airfield" / "1.jpg")

@@ -3,7 +3,7 @@ import torch
 
 import gla
 from gla.backbones import load_backbone
-from gla.datasets import few_shot_split, list_datasets, load_dataset
+from gla.data import few_shot_split, list_datasets, load_dataset
 from gla.world import (
     FEW_SHOT_TASKS,
     SMOKE_PRETRAIN,

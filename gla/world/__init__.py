@@ -7,6 +7,10 @@ Unlike the paper's setting, this world knows its true pretraining prior
 >>> world = World(WorldConfig())                 # concepts, names, true prior
 >>> ckpt = pretrain(WorldConfig(), PretrainConfig())  # cached by its settings
 >>> # gla.backbones.load_backbone("gla-world-tiny", pretrained=ckpt)
+
+The tasks are served by :func:`gla.data.load_dataset` (``world``, ``seed``, ``scale``
+options): the world is a plug-in of :mod:`gla.data`, registered by
+:func:`gla.world.plugin.register` (entry-point group ``gla.plugins``).
 """
 
 from .concepts import ZERO_SHOT_TEMPLATES, WordTokenizer, World, WorldConfig

@@ -3,8 +3,9 @@
 Each task is data: a :class:`TaskSpec` says which classes it has (concepts, or attribute
 groups such as "striped things"), how they are rendered, how many images each split
 holds, and which prompt templates its zero-shot head uses. :func:`make_split` renders a
-split deterministically from (world, task, split). The registry in :mod:`gla.datasets`
-serves every task by name, like the real datasets.
+split deterministically from (world, task, split). The world is a plug-in of
+:mod:`gla.data`: :mod:`gla.world.plugin` registers every task by name, like the real
+datasets (``gla.data.load_dataset("world-main", "test", world=..., seed=..., scale=...)``).
 
 Roles (paper dataset -> world task):
 
