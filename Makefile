@@ -58,7 +58,9 @@ chromium:
 	  echo "Installing Debian's chromium for the browser tests"; \
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
+# Lint first (ruff on the package, the tests, the benchmarks and the notebooks), then the suite.
 test: $(STAMP) chromium
+	$(BIN)/ruff check gla tests benchmarks notebooks
 	$(BIN)/python -m pytest
 
 notebooks: $(STAMP)

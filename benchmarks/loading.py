@@ -55,7 +55,7 @@ def sync(device: torch.device) -> None:
 
 def bench_features(args, device: torch.device) -> list[dict]:
     from gla.backbones import load_backbone
-    from gla.datasets import LabelledImages
+    from gla.data import LabelledImages
     from gla.features import cached_features
     from gla.loading import autocast, resolve_precision
 
@@ -98,7 +98,7 @@ def bench_features(args, device: torch.device) -> list[dict]:
 
 def bench_finetune(args, device: torch.device) -> list[dict]:
     from gla.backbones import load_backbone
-    from gla.datasets import LabelledImages
+    from gla.data import LabelledImages
     from gla.finetune import FinetuneConfig, ImageClassifier, finetune
 
     torch.manual_seed(0)

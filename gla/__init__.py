@@ -1,13 +1,18 @@
 """gla: the reference companion of *Generalized Logit Adjustment* (Zhu et al., NeurIPS 2023).
 
-The core is a handful of pure functions over tensors:
+The method is a handful of pure functions over tensors:
 
 - :func:`estimate_log_prior` / :class:`PriorEstimator`: the label prior a zero-shot model
-  inherited from pretraining, estimated on a labelled class-balanced set;
+  inherited from pretraining, estimated on a labelled class-balanced set
+  (:mod:`gla.estimators` holds every estimator behind one contract);
 - :func:`search_temperature`: confidence-matches-accuracy temperature;
 - :func:`debias`, :func:`logit_adjust`, :func:`gla_logits`, :func:`ensemble_logits`,
   :func:`interpolate_state_dicts`: the models the paper compares;
 - :mod:`gla.metrics`: accuracies, group breakdowns and calibration.
+
+Around it: :func:`load_backbone` (open_clip models and registered providers),
+:func:`load_dataset` / :func:`list_datasets` (:mod:`gla.data`), and the paper's protocols
+(:func:`run_many_shot`, :func:`run_few_shot`, :func:`run_long_tail`, :mod:`gla.protocols`).
 """
 
 from .adjust import (
@@ -39,10 +44,29 @@ from .prior import (
 )
 from .temperature import search_temperature
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+# Entry points beyond the method (imported after __version__: the protocols record it).
+from . import notebook  # noqa: E402
+from .backbones import list_backbones, load_backbone  # noqa: E402
+from .data import list_datasets, load_dataset  # noqa: E402
+from .protocols import (  # noqa: E402
+    Method,
+    PromptRecipe,
+    ProtocolSettings,
+    RunConfig,
+    run_few_shot,
+    run_long_tail,
+    run_many_shot,
+    save_results,
+)
 
 __all__ = [
+    "Method",
     "PriorEstimator",
+    "PromptRecipe",
+    "ProtocolSettings",
+    "RunConfig",
     "accuracy_by_count_group",
     "accuracy_by_prior_group",
     "count_groups",
@@ -53,14 +77,23 @@ __all__ = [
     "expected_calibration_error",
     "gla_logits",
     "interpolate_state_dicts",
+    "list_backbones",
+    "list_datasets",
+    "load_backbone",
+    "load_dataset",
     "log_prior_from_counts",
     "logit_adjust",
     "mean_per_class_accuracy",
     "mean_probability_prior",
+    "notebook",
     "official_lagrangian_prior",
     "per_class_accuracy",
     "prior_groups",
     "prior_objective",
+    "run_few_shot",
+    "run_long_tail",
+    "run_many_shot",
+    "save_results",
     "search_temperature",
     "topk_accuracy",
     "wise_ft_sweep",

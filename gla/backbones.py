@@ -24,14 +24,33 @@ from typing import Any
 
 import torch
 
+from .plugins import ensure_plugins
+
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
-WORLD_PREFIX = "gla-world"  # the miniature world's model names (its provider lives in gla.world)
 _registered = False
 BackboneLoader = Callable[[str, str, torch.device, str], "Backbone"]
-_providers: dict[str, BackboneLoader] = {}
 
 
-def register_backbone_provider(prefix: str, loader: BackboneLoader) -> None:
+@dataclass(frozen=True)
+class BackboneProvider:
+    """A registered source of backbones other than open_clip's factory.
+
+    ``load(name, pretrained, device, precision) -> Backbone``; ``prepare``, when given, is
+    called by :func:`gla.notebook.context` to resolve a notebook's ``pretrained`` (e.g. the
+    world pretrains or reuses its CLIP) and returns an object with ``pretrained``,
+    ``dataset_options``, ``recipe``, ``prompts``, ``note`` and ``info``.
+    """
+
+    prefix: str
+    load: BackboneLoader
+    prepare: Callable[..., Any] | None = None
+
+
+_providers: dict[str, BackboneProvider] = {}
+
+
+def register_backbone_provider(prefix: str, loader: BackboneLoader, prepare: Callable[..., Any] | None = None
+                               ) -> None:
     """Serve model names starting with ``prefix`` by ``loader`` instead of open_clip.
 
     Parameters
@@ -43,21 +62,26 @@ def register_backbone_provider(prefix: str, loader: BackboneLoader) -> None:
         ``loader(name, pretrained, device, precision) -> Backbone`` where ``pretrained`` is
         a string (``""`` for random initialisation), ``device`` a ``torch.device`` and
         ``precision`` open_clip's weight precision (``"fp32"``, ...).
+    prepare : callable, optional
+        Resolves a notebook's parameters for these models (see :class:`BackboneProvider`).
     """
     if not isinstance(prefix, str) or not prefix:
         raise ValueError(f"prefix: expected a non-empty model-name prefix, got {prefix!r}")
     if not callable(loader):
         raise TypeError(f"loader: expected a callable (name, pretrained, device, precision) -> Backbone, "
                         f"got {loader!r}")
-    _providers[prefix] = loader
+    _providers[prefix] = BackboneProvider(prefix, loader, prepare)
 
 
-def backbone_providers() -> dict[str, BackboneLoader]:
-    """The registered name prefixes and their loaders (open_clip serves every other name)."""
+def backbone_providers() -> dict[str, BackboneProvider]:
+    """The registered name prefixes and their providers (open_clip serves every other name)."""
+    ensure_plugins()
     return dict(_providers)
 
 
-def _provider_for(name: str) -> BackboneLoader | None:
+def backbone_provider(name: str) -> BackboneProvider | None:
+    """The provider serving a model name (None: open_clip's factory)."""
+    ensure_plugins()
     matches = [p for p in _providers if name.startswith(p)]
     return _providers[max(matches, key=len)] if matches else None
 
@@ -142,12 +166,13 @@ class Backbone:
 
 
 def list_backbones() -> list[str]:
-    """Model names open_clip knows, the world's first."""
+    """Model names open_clip knows, those served by registered providers (the world's) first."""
     import open_clip
 
     register_model_configs()
     names = open_clip.list_models()
-    return sorted(n for n in names if n.startswith(WORLD_PREFIX)) + [n for n in names if not n.startswith(WORLD_PREFIX)]
+    prefixes = tuple(backbone_providers())
+    return sorted(n for n in names if n.startswith(prefixes)) + [n for n in names if not n.startswith(prefixes)]
 
 
 def list_pretrained(name: str | None = None) -> list[tuple[str, str]]:
@@ -225,13 +250,9 @@ def load_backbone(name: str, pretrained: str | os.PathLike | None = None, *, dev
     pretrained = "" if pretrained is None else str(pretrained)
     if quick_gelu is not None and not isinstance(quick_gelu, bool):
         raise ValueError(f"quick_gelu: expected True, False or None (decide from the weights), got {quick_gelu!r}")
-    provider = _provider_for(name)
+    provider = backbone_provider(name)
     if provider is not None:
-        return provider(name, pretrained, device, precision)
-    if name.startswith(WORLD_PREFIX):
-        raise ValueError(f"name: '{name}' is a miniature-world model but no loader is registered for the prefix "
-                         f"'{WORLD_PREFIX}'; import gla.world's plug-in or call register_backbone_provider("
-                         f"'{WORLD_PREFIX}', gla.world.backbone.load_world_backbone)")
+        return provider.load(name, pretrained, device, precision)
     known = open_clip.list_models()
     suffixes = (".pt", ".pth", ".bin", ".safetensors")
     is_path = bool(pretrained) and (os.path.sep in pretrained or pretrained.endswith(suffixes))
@@ -285,9 +306,9 @@ def _choose_activation(name: str, pretrained: str, fmt: str | None, quick_gelu: 
 
 def _from_torchscript(name: str, path: str, device: torch.device, precision: str):
     """Build ``name`` and load the state dict of a TorchScript archive (OpenAI's format) into it."""
-    import open_clip
-
     import warnings
+
+    import open_clip
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated; OpenAI's files need it

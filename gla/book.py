@@ -225,7 +225,7 @@ def run_notebooks(params: Mapping[str, Any] | str | os.PathLike | None, out_dir:
     params = dict(params)
     if overrides:
         params.update(overrides)
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()  # absolute: lanes run in threads and papermill changes the working folder
     all_sources = list_notebooks(nb_dir)
     if not all_sources:
         raise UsageError(f"notebooks: no .ipynb file in {nb_dir}")
@@ -320,7 +320,40 @@ def _execute(src: Path, nb_params: dict[str, Any], out: Path, *, progress_bar: b
     print(f"[gla book] {src.name} -> {target}", flush=True)
     pm.execute_notebook(str(src), str(target), parameters=nb_params, kernel_name="python3",
                         cwd=str(out), progress_bar=progress_bar)
+    tidy_for_the_page(target)
     return target
+
+
+# Cells a reader of the book does not need: papermill's parameter cells (they hold paths of
+# the machine that built the book) go; the set-up call keeps its output (whose numbers these
+# are) and loses its code.
+SETUP_CALL = "gla.notebook.setup("
+
+
+def tidy_for_the_page(path: str | os.PathLike) -> None:
+    """Prepare an executed notebook for the book, with Jupyter Book's cell tags: the
+    ``parameters`` and ``injected-parameters`` cells are removed from the page
+    (``remove-cell``), the set-up cell shows only its output (``remove-input``), and stderr
+    streams (progress bars, library warnings) are dropped from every output. The file is
+    rewritten atomically."""
+    import nbformat
+
+    from .cache import atomic_write_text
+
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        tags = list(cell.metadata.get("tags", []))
+        if {"parameters", "injected-parameters"} & set(tags):
+            tags.append("remove-cell")
+        elif SETUP_CALL in cell.source:
+            tags.append("remove-input")
+        if tags:
+            cell.metadata["tags"] = list(dict.fromkeys(tags))
+        cell.outputs = [o for o in cell.get("outputs", []) if not (o.get("output_type") == "stream"
+                                                                    and o.get("name") == "stderr")]
+    atomic_write_text(path, nbformat.writes(nb))
 
 
 def _run_lanes(lanes: list[list[tuple[Path, dict[str, Any]]]], out: Path, jobs: int, keep_going: bool = False

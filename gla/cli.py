@@ -27,7 +27,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .errors import GLAError, RunError, UsageError
@@ -72,11 +72,12 @@ def _close(name: str, known: Sequence[str]) -> str:
 # --------------------------------------------------------------------------- checks before compute
 
 def check_backbone(name: str, pretrained: str | None) -> None:
-    """Raise :class:`UsageError` unless ``name`` is a model open_clip (or the world) knows and
-    ``pretrained`` is a known tag of it, an existing checkpoint file, "world" or empty."""
+    """Raise :class:`UsageError` unless ``name`` is a model open_clip (or a registered
+    provider, such as the world's) knows and ``pretrained`` is a known tag of it, an
+    existing checkpoint file, or what the provider takes ("world" for the world)."""
     import open_clip
 
-    from .backbones import WORLD_PREFIX, register_model_configs
+    from .backbones import backbone_provider, register_model_configs
 
     register_model_configs()
     models = open_clip.list_models()
@@ -91,9 +92,10 @@ def check_backbone(name: str, pretrained: str | None) -> None:
         if not Path(pretrained).expanduser().is_file():
             raise UsageError(f"pretrained: no checkpoint file at {pretrained}")
         return
-    if name.startswith(WORLD_PREFIX):
+    provider = backbone_provider(name)
+    if provider is not None:
         if pretrained not in ("", "world"):
-            raise UsageError(f"pretrained: expected 'world' or a world checkpoint file for {name}, got '{pretrained}'")
+            raise UsageError(f"pretrained: expected 'world' or a checkpoint file for {name}, got '{pretrained}'")
         return
     if pretrained:
         tags = {t for m in {resolved, name} for t in open_clip.list_pretrained_tags_by_model(m)}
@@ -143,18 +145,18 @@ def check_datasets(names: Sequence[str], splits: Sequence[str], data_root: str |
     """Raise :class:`UsageError` unless every name is registered with the needed splits and
     every real dataset's files are where its loader expects them under the data root
     (each split is loaded once; world tasks need no data root)."""
-    from .datasets import REGISTRY, list_datasets, load_dataset
+    from .data import dataset_entry, list_datasets, load_dataset
 
     known = list_datasets()
     for n in names:
         if n not in known:
             raise UsageError(f"{what}: unknown dataset '{n}'{_close(n, known)}; 'gla datasets' lists the "
                              f"{len(known)} known names")
-        missing = [s for s in splits if s not in REGISTRY[n].splits]
+        missing = [s for s in splits if s not in dataset_entry(n).splits]
         if missing:
-            raise UsageError(f"{what}: dataset '{n}' has the splits {', '.join(REGISTRY[n].splits)}; this needs "
-                             f"{', '.join(splits)}")
-    real = [n for n in names if REGISTRY[n].kind == "real"]
+            raise UsageError(f"{what}: dataset '{n}' has the splits {', '.join(dataset_entry(n).splits)}; this "
+                             f"needs {', '.join(splits)}")
+    real = [n for n in names if dataset_entry(n).kind == "real"]
     if not real:
         return
     root = data_root or os.environ.get("GLA_DATA_ROOT")
@@ -171,12 +173,9 @@ def check_datasets(names: Sequence[str], splits: Sequence[str], data_root: str |
 
 def shift_parent(name: str) -> str | None:
     """The dataset whose classes a shifted test set shares (None: not a shifted set)."""
-    from .real_datasets import SHIFT_LAYOUTS
-    from .world.tasks import TASKS
+    from .data import dataset_entry
 
-    if name in TASKS:
-        return TASKS[name].parent
-    return "imagenet" if name in SHIFT_LAYOUTS or name == "objectnet" else None
+    return dataset_entry(name).shift_of
 
 
 def check_shifted_parents(target: str, sets: Sequence[str]) -> None:
@@ -219,56 +218,52 @@ class RunOptions:
     """Settings of ``gla run`` beyond the backbone and datasets, passed as one object to the
     protocol functions and recorded beside the results (``<stem>.settings.json``).
 
-    ``protocol``: "paper" (the paper's recipes) or "exact" (the official code's choices);
-    ``templates``: GLA's zero-shot templates or CoOp's; ``prior_file``: a prior to use
-    instead of estimating one (see :func:`gla.apply.load_prior_file`); ``source_prior``:
-    ``log p_s`` uniform or from training counts (None: the protocol's own);
-    ``precision``: open_clip precision; ``num_workers``: data-loading workers.
+    ``protocol``: "paper" (the official code's temperature search and prior solver) or
+    "exact" (exact solutions); ``templates``: GLA's zero-shot templates or CoOp's;
+    ``prior_file``: a prior to use instead of estimating one; ``source_prior``: ``log p_s``
+    uniform or from training counts (None: the protocol's own); ``precision``: autocast
+    precision (None: fp32 on CPU, fp16 on CUDA); ``num_workers``: data-loading workers
+    (None: from the CPU count). See :class:`gla.protocols.ProtocolSettings` and
+    :class:`gla.protocols.RunConfig`.
     """
 
     protocol: str = "paper"
     templates: str = "gla"
     prior_file: str | None = None
     source_prior: str | None = None
-    precision: str = "fp32"
-    num_workers: int = 0
+    precision: str | None = None
+    num_workers: int | None = None
     shots: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     epochs: int | None = None
     lr: float | None = None
     shifted: dict[str, list[str]] = field(default_factory=dict)
+    finetuned: str | None = None
 
 
-# Options accepted and recorded, not yet applied by today's gla.experiments functions
-# (the protocols in gla.protocols take them): a note says so when one differs from its default.
-NOT_YET_APPLIED = ("protocol", "templates", "prior_file", "source_prior", "precision", "num_workers")
+def _run_many_shot(ctx, recipe, dataset: str, opts: RunOptions):
+    """One dataset of the many-shot protocol."""
+    from .protocols import run_many_shot
 
-FEW_SHOT_DEFAULTS = {"epochs": 40, "lr": 2e-3}  # gla.experiments.run_few_shot's prompt-learning defaults
-
-
-def _run_many_shot(ctx, recipe, dataset: str, opts: RunOptions, progress: bool):
-    """One dataset of the many-shot protocol (the call the lead swaps for gla.protocols)."""
-    from . import experiments as ex
-
-    return ex.run_many_shot(ctx.backbone, ctx.pretrained, dataset, shifted=opts.shifted.get(dataset, ()),
-                            recipe=recipe, progress=progress, **ctx.kwargs())
+    return run_many_shot(ctx.backbone, ctx.pretrained, dataset, shifted=opts.shifted.get(dataset, ()),
+                         recipe=recipe, finetuned=opts.finetuned, **ctx.run()).table
 
 
-def _run_few_shot(ctx, recipe, dataset: str, opts: RunOptions, progress: bool):
+def _run_few_shot(ctx, recipe, dataset: str, opts: RunOptions):
     """One dataset of the few-shot protocol (prompt learning: ``opts.epochs``/``opts.lr``)."""
-    from . import experiments as ex
+    from .protocols import run_few_shot
 
     tuning = {k: v for k, v in (("epochs", opts.epochs), ("lr", opts.lr)) if v is not None}
-    return ex.run_few_shot(ctx.backbone, ctx.pretrained, [dataset], shots=opts.shots, seeds=opts.seeds,
-                           shifted={dataset: opts.shifted[dataset]} if opts.shifted.get(dataset) else None,
-                           progress=progress, **tuning, **ctx.kwargs())
+    return run_few_shot(ctx.backbone, ctx.pretrained, [dataset], shots=opts.shots, seeds=opts.seeds,
+                        prompts=replace(ctx.prompts, **tuning),
+                        shifted={dataset: opts.shifted[dataset]} if opts.shifted.get(dataset) else None, **ctx.run())
 
 
-def _run_long_tail(ctx, recipe, dataset: str, opts: RunOptions, progress: bool):
+def _run_long_tail(ctx, recipe, dataset: str, opts: RunOptions):
     """One dataset of the long-tail protocol."""
-    from . import experiments as ex
+    from .protocols import run_long_tail
 
-    return ex.run_long_tail(ctx.backbone, ctx.pretrained, dataset, recipe=recipe, progress=progress, **ctx.kwargs())
+    return run_long_tail(ctx.backbone, ctx.pretrained, dataset, recipe=recipe, **ctx.run())
 
 
 RUNNERS = {"many-shot": _run_many_shot, "few-shot": _run_few_shot, "long-tail": _run_long_tail}
@@ -294,13 +289,21 @@ def _validate_run(args: argparse.Namespace) -> RunOptions:
     given = {k for k in ("shots", "seeds") if getattr(args, k) is not None}
     if proto != "few-shot" and given:
         raise UsageError(f"--{'/--'.join(sorted(given))}: only the few-shot protocol takes shots and seeds")
+    if args.finetuned is not None:
+        if proto != "many-shot" or len(args.datasets) != 1:
+            raise UsageError("--finetuned: a fine-tuned model file is evaluated by the many-shot protocol on the one "
+                             "dataset it was fine-tuned on (one name in --datasets)")
+        if not Path(args.finetuned).expanduser().is_file():
+            raise UsageError(f"--finetuned: no file at {args.finetuned}")
+    if args.batch_size is not None and (proto == "few-shot" or args.batch_size < 1):
+        raise UsageError("--batch-size: a positive global batch of the fine-tuning recipe (many-shot and long-tail)")
     if proto == "long-tail" and args.shifted:
         raise UsageError("--shifted: the long-tail protocol has no shifted test sets (many-shot and few-shot have)")
     if args.epochs is not None and args.epochs < 1:
         raise UsageError(f"--epochs: expected a positive number, got {args.epochs}")
     if args.lr is not None and not args.lr > 0:
         raise UsageError(f"--lr: expected a positive learning rate, got {args.lr}")
-    if args.num_workers < 0:
+    if args.num_workers is not None and args.num_workers < 0:
         raise UsageError(f"--num-workers: expected 0 or more, got {args.num_workers}")
     if proto == "few-shot" and any(k < 1 for k in args.shots or ()):
         raise UsageError(f"--shots: expected positive numbers of images per class, got {args.shots}")
@@ -316,10 +319,11 @@ def _validate_run(args: argparse.Namespace) -> RunOptions:
     if args.prior_file:
         from .apply import load_prior_file
 
-        load_prior_file(args.prior_file)
+        with _usage():
+            load_prior_file(args.prior_file)
     opts = RunOptions(protocol=args.protocol, templates=args.templates, prior_file=args.prior_file,
                       source_prior=args.source_prior, precision=args.precision, num_workers=args.num_workers,
-                      epochs=args.epochs, lr=args.lr, shifted=shifted)
+                      epochs=args.epochs, lr=args.lr, shifted=shifted, finetuned=args.finetuned)
     if proto == "few-shot":
         opts.shots = list(args.shots or opts.shots)
         opts.seeds = list(args.seeds or opts.seeds)
@@ -336,11 +340,6 @@ def _run(args: argparse.Namespace) -> int:
     from .cache import atomic_write_text
 
     opts = _validate_run(args)
-    defaults = RunOptions()
-    changed = [k for k in NOT_YET_APPLIED if getattr(opts, k) != getattr(defaults, k)]
-    if changed:
-        print(f"gla run: note: {', '.join('--' + k.replace('_', '-') for k in changed)} recorded in the settings "
-              "file; this version's protocol functions do not apply them yet", file=sys.stderr)
     ctx, recipe = _context_and_recipe(args)
     stem = results_stem(args.experiment, args.backbone, args.pretrained)
     out = Path(ctx.output_dir)
@@ -348,12 +347,12 @@ def _run(args: argparse.Namespace) -> int:
                 "protocol": args.experiment, "backbone": args.backbone, "pretrained": str(args.pretrained),
                 "resolved_pretrained": str(ctx.pretrained), "datasets": args.datasets, "options": asdict(opts),
                 "recipe": asdict(recipe) if args.experiment != "few-shot" else None, "smoke": args.smoke,
-                "not_yet_applied": changed, "files": {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "files": {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     settings_path = out / f"{stem}.settings.json"
     frames = []
     for dataset in args.datasets:
         try:
-            df = RUNNERS[args.experiment](ctx, recipe, dataset, opts, not args.quiet)
+            df = RUNNERS[args.experiment](ctx, recipe, dataset, opts)
         except KeyboardInterrupt:
             raise
         except Exception as exc:
@@ -385,6 +384,9 @@ def _context_and_recipe(args: argparse.Namespace):
 
     ctx = context(args.backbone, args.pretrained, smoke=args.smoke, cache_dir=args.cache_dir,
                   output_dir=getattr(args, "out", "results"), device=args.device, data_root=args.data_root,
+                  protocol=getattr(args, "protocol", "paper"), templates=getattr(args, "templates", "gla"),
+                  prior_file=getattr(args, "prior_file", None), source_prior=getattr(args, "source_prior", None),
+                  precision=getattr(args, "precision", None), num_workers=getattr(args, "num_workers", None),
                   progress=not args.quiet)
     recipe = ctx.recipe
     if args.epochs is not None:
@@ -399,7 +401,7 @@ def _context_and_recipe(args: argparse.Namespace):
 # --------------------------------------------------------------------------- other commands
 
 def _finetune(args: argparse.Namespace) -> int:
-    from . import experiments as ex
+    from .protocols import finetune_to_cache
 
     check_backbone(args.backbone, args.pretrained)
     check_datasets([args.dataset], ("train",), args.data_root, "dataset")
@@ -409,8 +411,8 @@ def _finetune(args: argparse.Namespace) -> int:
     if args.lr is not None and not args.lr > 0:
         raise UsageError(f"--lr: expected a positive learning rate, got {args.lr}")
     ctx, recipe = _context_and_recipe(args)
-    path = ex.finetune_to_cache(ctx.backbone, ctx.pretrained, args.dataset, loss=args.loss, recipe=recipe,
-                                progress=not args.quiet, **ctx.kwargs())
+    path = finetune_to_cache(ctx.backbone, ctx.pretrained, args.dataset, loss=args.loss, recipe=recipe,
+                             seed=args.seed, **ctx.run())
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"fine-tuned checkpoint: {path}")
     return 0
@@ -442,39 +444,14 @@ def _estimate(args: argparse.Namespace) -> int:
     return 0
 
 
-def expected_layout(name: str) -> str:
-    """The file layout a real dataset's reader expects under the data root ("" for world tasks)."""
-    from . import real_datasets as rd
-
-    if name == "imagenet":
-        return rd.IMAGENET_LAYOUT
-    if name in rd.SHIFT_LAYOUTS:
-        rel, pattern = rd.SHIFT_LAYOUTS[name]
-        return f"  {rel}/\n    {pattern}"
-    if name == "objectnet":
-        return rd.OBJECTNET_LAYOUT
-    if name in rd.COOP:
-        folder, images, split_file = rd.COOP[name]
-        return f"  {folder}/\n    {split_file}\n    {images or '.'}/<relpath from the split file>"
-    if name == "fgvc_aircraft":
-        return rd.AIRCRAFT_LAYOUT
-    if name in rd.LT:
-        folder, pattern, default_images = rd.LT[name]
-        return (f"  {folder}/{pattern.format(split='{train,val,test}')}   (lines '<relpath> <label>')\n"
-                f"  {default_images}/<relpath>")
-    if name == "cifar100":
-        return rd.CIFAR_LAYOUT
-    return ""
-
-
 def _datasets(args: argparse.Namespace) -> int:
-    from .datasets import REGISTRY, list_datasets
+    from .data import dataset_entry, list_datasets
 
     rows = []
     for n in list_datasets(args.kind):
-        e = REGISTRY[n]
+        e = dataset_entry(n)
         rows.append({"name": n, "kind": e.kind, "splits": list(e.splits), "role": e.role,
-                     "description": e.description, "layout": expected_layout(n) if e.kind == "real" else ""})
+                     "description": e.description, "layout": e.layout, "shift_of": e.shift_of})
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -581,16 +558,23 @@ def build_parser() -> argparse.ArgumentParser:
                      "recipe, 1 with --smoke); few-shot: prompt-learning epochs (default: 40)")
     run.add_argument("--lr", type=float, help="many-shot/long-tail: fine-tuning learning rate (default: the "
                      "backbone's recipe); few-shot: prompt-learning rate (default: 2e-3)")
+    run.add_argument("--batch-size", type=int, help="many-shot/long-tail: global fine-tuning batch, as in 'gla "
+                     "finetune' (default: the backbone's recipe); the same options find the same checkpoint")
+    run.add_argument("--finetuned", help="many-shot: evaluate this fine-tuned model instead of fine-tuning (this "
+                     "project's checkpoint, a state dict, or a WiSE-FT checkpoint)")
     run.add_argument("--protocol", choices=["paper", "exact"], default="paper",
-                     help="the paper's recipes, or the official code's exact choices")
+                     help="paper: the official code's temperature search and 1000-step prior solver; exact: "
+                     "the exact solutions (everything else is the same)")
     run.add_argument("--templates", choices=["gla", "coop"], default="gla", help="zero-shot prompt templates")
     run.add_argument("--prior-file", help="a prior q to use instead of estimating one (torch file with 'q', "
                      "a tensor, .npy, or the JSON of 'gla estimate')")
     run.add_argument("--source-prior", choices=["uniform", "counts"],
                      help="log p_s of the fine-tuning data: uniform or from training counts (default: the protocol's)")
-    run.add_argument("--precision", choices=["fp32", "fp16", "bf16", "amp"], default="fp32",
-                     help="open_clip precision")
-    run.add_argument("--num-workers", type=int, default=0, help="data-loading worker processes")
+    run.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
+                     help="autocast precision of features, predictions and fine-tuning (default: fp32 on CPU, "
+                     "fp16 on CUDA)")
+    run.add_argument("--num-workers", type=int,
+                     help="data-loading worker processes (default: from the CPU count; 0 for in-memory data)")
     run.add_argument("--data-root", help="root of real datasets (default: GLA_DATA_ROOT)")
     run.add_argument("--cache-dir", help="cache folder (default: GLA_CACHE_DIR or .gla_cache)")
     run.add_argument("--out", default="results", help="output folder for the CSV/JSON tables")
@@ -612,6 +596,13 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the backbone's recipe, 1 with --smoke)")
     ft.add_argument("--lr", type=float, help="peak learning rate (default: the backbone's recipe)")
     ft.add_argument("--batch-size", type=int, help="global batch size (default: the backbone's recipe)")
+    ft.add_argument("--seed", type=int, default=0,
+                    help="fine-tuning seed (gla run's many-shot and long-tail protocols use 0)")
+    ft.add_argument("--templates", choices=["gla", "coop"], default="gla",
+                    help="zero-shot templates of the head the fine-tuning starts from (as gla run's)")
+    ft.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
+                    help="autocast precision (default: fp32 on CPU, fp16 on CUDA)")
+    ft.add_argument("--num-workers", type=int, help="data-loading worker processes (default: from the CPU count)")
     ft.add_argument("--data-root", help="root of real datasets (default: GLA_DATA_ROOT)")
     ft.add_argument("--cache-dir", help="cache folder (default: GLA_CACHE_DIR or .gla_cache)")
     ft.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: cuda:<LOCAL_RANK> each)")
@@ -671,12 +662,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="after a failing notebook run the others, and report every failure at the end")
         b.set_defaults(func=_book_run if name == "run" else _book_build)
 
-    try:
-        from .world.cli import add_world_parser
-    except ImportError:  # pragma: no cover - world not installed
-        pass
-    else:
-        add_world_parser(sub, formatter_class=_Formatter, parents=[common])
+    from .plugins import plugin_commands
+
+    for add_parser in plugin_commands():
+        add_parser(sub, formatter_class=_Formatter, parents=[common])
     return ap
 
 

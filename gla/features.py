@@ -83,7 +83,7 @@ def cached_features(backbone, dataset, *, cache_dir: str | os.PathLike, batch_si
     Parameters
     ----------
     backbone : gla.backbones.Backbone
-    dataset : gla.datasets.LabelledImages
+    dataset : gla.data.LabelledImages
         ``dataset.transform`` is replaced by ``backbone.preprocess`` while extracting.
     cache_dir : path
         Features go to ``cache_dir/features/`` (see :func:`features_path`).

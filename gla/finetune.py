@@ -295,7 +295,7 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
     model : ImageClassifier
         Starts as the zero-shot model; trained in place.
     train : Dataset
-        Yields ``(image, label)``. A :class:`gla.datasets.LabelledImages` whose ``transform``
+        Yields ``(image, label)``. A :class:`gla.data.LabelledImages` whose ``transform``
         is the backbone's evaluation preprocess is read through
         ``build_train_transform(train.transform, cfg.train_transform)`` (the dataset itself
         is not changed).
@@ -347,7 +347,7 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
     if cfg.train_transform != "none":
         if not hasattr(train, "transform"):
             raise ValueError(f"train: train_transform={cfg.train_transform!r} needs a dataset with a 'transform' "
-                             "attribute (the backbone's preprocess), e.g. gla.datasets.LabelledImages; pass "
+                             "attribute (the backbone's preprocess), e.g. gla.data.LabelledImages; pass "
                              "FinetuneConfig(train_transform='none') to use the data as they are")
         train = copy.copy(train)
         train.transform = build_train_transform(train.transform, cfg.train_transform)

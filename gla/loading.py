@@ -34,7 +34,7 @@ def default_num_workers() -> int:
 def in_memory(dataset: Any) -> bool:
     """True when ``dataset`` serves images already held in memory as a tensor.
 
-    Recognises :class:`gla.datasets.LabelledImages` over a tensor (the world's images),
+    Recognises :class:`gla.data.LabelledImages` over a tensor (the world's images),
     ``torch.utils.data.TensorDataset`` and ``Subset`` of either; worker processes would
     only copy such data between processes.
     """

@@ -1,51 +1,78 @@
-"""What the book's notebooks share: turning papermill parameters into a run context.
+"""What the book's notebooks share: one call turns a notebook's parameters into a run
+context (:func:`setup`).
 
-A notebook's parameters name a backbone (an open_clip model and pretrained tag or path,
-or the world's CLIP), datasets, a data root, cache and output folders, shots, seeds, a
-device and a smoke switch. :func:`context` resolves them once: it pretrains (or reuses)
-the world's CLIP when asked for, picks the fine-tuning recipe, and scales the world's
-tasks down in smoke mode.
+A notebook's parameters name a backbone (an open_clip model and pretrained tag or path, or
+a registered provider's model such as the miniature world's CLIP), a data root, cache and
+output folders, a device, the protocol and a smoke switch. :func:`setup` resolves them
+once: the backbone's provider may prepare it (the world pretrains or reuses its CLIP and
+names its tasks' options), the fine-tuning and prompt recipes are chosen, warnings that
+would clutter a page are silenced, the book's figure style is applied, and a sentence that
+says whose numbers these are is shown.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-from .backbones import WORLD_PREFIX
 from .finetune import FinetuneConfig
-
-WORLD_NOTE = ("These numbers are measured in the miniature world that this project generates "
-              "(a tiny CLIP pretrained on long-tailed synthetic data). They are the world's, not the paper's.")
+from .protocols import PAPER_PROMPTS, PromptRecipe, ProtocolSettings, RunConfig
 
 
 @dataclass
 class Context:
-    """Resolved settings of one notebook run."""
+    """Resolved settings of one notebook run.
+
+    Attributes
+    ----------
+    backbone, pretrained : str
+        What the protocols load (``pretrained`` resolved by the provider, e.g. the world's
+        checkpoint path).
+    output_dir : Path
+        Where tables and figures go.
+    smoke : bool
+        A quick run with scaled-down data (tests).
+    config : RunConfig
+        Where and how to run.
+    settings : ProtocolSettings
+        The procedure (``paper`` or ``exact``, templates, source prior, a given prior).
+    recipe : FinetuneConfig
+        End-to-end fine-tuning recipe.
+    prompts : PromptRecipe
+        Few-shot prompt-learning recipe.
+    note : str
+        Whose numbers these are.
+    info : dict
+        What the backbone's provider adds (the world's ``WorldConfig`` under ``"world"``).
+    """
 
     backbone: str
     pretrained: str | None
-    cache_dir: Path
     output_dir: Path
-    device: str
     smoke: bool
-    data_root: str | None
-    world: object | None = None  # gla.world.WorldConfig for world backbones
-    dataset_kwargs: dict = field(default_factory=dict)
+    config: RunConfig
+    settings: ProtocolSettings = ProtocolSettings()
     recipe: FinetuneConfig = FinetuneConfig()
+    prompts: PromptRecipe = PromptRecipe()
+    note: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.config.cache_dir
+
+    @property
+    def world(self):
+        """The world's settings when the backbone is the world's CLIP (else None)."""
+        return self.info.get("world")
 
     @property
     def is_world(self) -> bool:
         return self.world is not None
-
-    @property
-    def note(self) -> str:
-        """A sentence that says whose numbers these are."""
-        if self.is_world:
-            return WORLD_NOTE
-        return (f"These numbers are measured here with {self.backbone} ({self.pretrained}); published numbers, "
-                "where a source exists, are shown beside them.")
 
     def recipe_with(self, epochs: int | None = None) -> FinetuneConfig:
         """The fine-tuning recipe, with another number of epochs when given (not in smoke mode)."""
@@ -53,99 +80,99 @@ class Context:
             return self.recipe
         return replace(self.recipe, epochs=int(epochs))
 
-    def kwargs(self) -> dict:
-        """Keyword arguments every experiment entry point takes."""
-        return {"root": self.data_root, "world": self.world, "cache_dir": self.cache_dir, "device": self.device,
-                "dataset_kwargs": self.dataset_kwargs}
+    def trim(self, *lists):
+        """In smoke mode keep the first two entries of each list (datasets, shots) and the
+        first of the last list (seeds); otherwise return them unchanged."""
+        if not self.smoke:
+            return lists
+        *head, last = lists
+        return tuple(list(x)[:2] for x in head) + (list(last)[:1],)
+
+    def true_log_prior(self, dataset: str):
+        """The true pretraining log prior over a dataset's classes, when the provider knows
+        it (the world does; for a real backbone it is unknown: None)."""
+        fn = self.info.get("true_log_prior")
+        return fn(dataset) if fn else None
+
+    def corpus_counts(self, dataset: str):
+        """Pretraining images per class, when the provider knows them (else None)."""
+        fn = self.info.get("corpus_counts")
+        return fn(dataset) if fn else None
+
+    def run(self) -> dict[str, Any]:
+        """Keyword arguments of every protocol: ``settings`` and ``config``."""
+        return {"settings": self.settings, "config": self.config}
+
+
+def real_note(backbone: str, pretrained: str | None) -> str:
+    return (f"These numbers are measured here with {backbone} ({pretrained}); published numbers, where a source "
+            "exists, are shown beside them.")
+
+
+def quiet() -> None:
+    """Silence messages that would clutter a page: tqdm's notebook warning, open_clip's
+    note about random initialisation (weights are loaded right after), and library
+    warnings of the plotting stack."""
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    logging.getLogger("root").setLevel(logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)
+    os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def context(backbone: str = "gla-world-tiny", pretrained: str | None = "world", *, smoke: bool = False,
             cache_dir: str | os.PathLike | None = None, output_dir: str | os.PathLike = "results",
-            device: str = "cpu", data_root: str | None = None, world_seed: int = 0,
-            zipf_exponent: float | None = None, progress: bool = True) -> Context:
-    """Resolve a notebook's parameters.
+            device: str = "cpu", data_root: str | None = None, protocol: str = "paper", templates: str = "gla",
+            prior_file: str | None = None, source_prior: str | None = None, precision: str | None = None,
+            num_workers: int | None = None, progress: bool = True, **provider_options: Any) -> Context:
+    """Resolve a notebook's parameters into a :class:`Context` (no display).
 
-    ``pretrained="world"`` with a world backbone pretrains (or reuses from the cache) the
-    world's CLIP with the default recipe, or the smoke recipe when ``smoke``.
-    ``cache_dir`` defaults to ``GLA_CACHE_DIR`` or ``.gla_cache``.
+    ``cache_dir`` defaults to ``GLA_CACHE_DIR`` or ``.gla_cache``. ``provider_options``
+    go to the backbone's provider (the world takes ``world_seed`` and ``zipf_exponent``).
     """
-    from .world import SMOKE_PRETRAIN, PretrainConfig, WorldConfig, pretrain
-    from .world.evaluate import world_finetune_config
+    from .backbones import backbone_provider
 
     cache = Path(cache_dir or os.environ.get("GLA_CACHE_DIR", ".gla_cache")).resolve()
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    if backbone.startswith(WORLD_PREFIX):
-        wcfg = WorldConfig(seed=world_seed)
-        if zipf_exponent is not None:
-            wcfg = replace(wcfg, zipf_exponent=zipf_exponent)
-        if pretrained in (None, "", "world"):
-            pcfg = replace(SMOKE_PRETRAIN if smoke else PretrainConfig(), seed=world_seed)
-            pretrained = str(pretrain(wcfg, pcfg, cache_dir=cache, progress=progress))
-        recipe = world_finetune_config()
-        if smoke:
-            recipe = replace(recipe, epochs=1, warmup_steps=5)
-        return Context(backbone, pretrained, cache, out, device, smoke, data_root, wcfg,
-                       {"scale": 0.1} if smoke else {}, recipe)
+    settings = ProtocolSettings(protocol=protocol, templates=templates, source_prior=source_prior,
+                                prior_file=prior_file)
+    provider = backbone_provider(backbone)
+    if provider is not None and provider.prepare is not None:
+        prepared = provider.prepare(pretrained, smoke=smoke, cache_dir=cache, progress=progress, **provider_options)
+        config = RunConfig(cache_dir=cache, data_root=data_root, device=device, precision=precision,
+                           num_workers=num_workers, progress=progress, dataset_options=prepared.dataset_options)
+        return Context(backbone, prepared.pretrained, out, smoke, config, settings, prepared.recipe,
+                       prepared.prompts, prepared.note, dict(prepared.info))
+    if provider_options:
+        raise ValueError(f"{sorted(provider_options)}: options of another backbone provider; {backbone} takes none")
     recipe = FinetuneConfig()
+    prompts = PAPER_PROMPTS  # the official few-shot recipe, through the image encoder (GPU-sized)
     if smoke:
         recipe = replace(recipe, epochs=1, warmup_steps=1)
-    return Context(backbone, pretrained, cache, out, device, smoke, data_root, None, {}, recipe)
+        prompts = replace(prompts, epochs=1, batch_size=32)
+    config = RunConfig(cache_dir=cache, data_root=data_root, device=device, precision=precision,
+                       num_workers=num_workers, progress=progress)
+    return Context(backbone, pretrained, out, smoke, config, settings, recipe, prompts,
+                   real_note(backbone, pretrained))
 
 
-def trim(ctx: Context, *lists):
-    """In smoke mode keep the first two entries of each list (datasets, shots) and the
-    first of the last list (seeds); otherwise return them unchanged."""
-    if not ctx.smoke:
-        return lists
-    *head, last = lists
-    return tuple(list(x)[:2] for x in head) + (list(last)[:1],)
+def setup(backbone: str = "gla-world-tiny", pretrained: str | None = "world", **params: Any) -> Context:
+    """One call that sets a notebook up: quiet output, the book's figure style, the run
+    context, and the sentence that says whose numbers these are (shown on the page).
 
+    Takes the notebook's parameters (see :func:`context`); returns the :class:`Context`.
+    """
+    from . import report
 
-def true_log_prior(ctx: Context, dataset: str):
-    """The world's true pretraining log prior over a task's classes, when the task's
-    classes are the world's concepts (else None: real data, or attribute groupings)."""
-    if not ctx.is_world:
-        return None
-    from .world import TASKS, World
+    quiet()
+    report.use_book_style()
+    ctx = context(backbone, pretrained, progress=params.pop("progress", False), **params)
+    try:
+        from IPython.display import Markdown, display
 
-    spec = TASKS[dataset]
-    spec = TASKS[spec.parent] if spec.parent else spec
-    if spec.classes != "concepts" or spec.concept_subset is not None:
-        return None
-    return World(ctx.world).log_prior
-
-
-def world_corpus_counts(ctx: Context, dataset: str):
-    """How many pretraining images of each class the world's CLIP saw (exactly, from the
-    recipe stored in its checkpoint), when the task's classes are the world's concepts;
-    else None (real data, attribute groupings)."""
-    if true_log_prior(ctx, dataset) is None:
-        return None
-    import torch
-
-    from .world import PretrainConfig, World, WorldConfig, corpus_counts
-
-    ckpt = torch.load(ctx.pretrained, map_location="cpu", weights_only=False)
-    if "pretrain_config" not in ckpt or "world_config" not in ckpt:
-        raise ValueError(f"pretrained: {ctx.pretrained} is not a world checkpoint with its recipe")
-    return corpus_counts(World(WorldConfig.from_dict(ckpt["world_config"])), PretrainConfig(**ckpt["pretrain_config"]))
-
-
-def world_concepts(ctx: Context):
-    """The world's concepts as a table, most frequent in pretraining first: ``name``, the
-    attributes, ``true_prior``, ``pretrain_images`` (what the CLIP of ``ctx`` saw, from its
-    checkpoint's recipe) and ``third`` (head / medium / tail by the true prior, as in
-    :func:`gla.metrics.prior_groups`)."""
-    import pandas as pd
-
-    from .metrics import GROUP_NAMES, prior_groups
-    from .world import World
-
-    world = World(ctx.world)
-    counts = world_corpus_counts(ctx, "world-main")
-    groups = prior_groups(world.log_prior)
-    rows = [{"name": world.names[i], **world.attributes(i), "true_prior": float(world.prior[i]),
-             "pretrain_images": int(counts[i]), "third": GROUP_NAMES["prior"][int(groups[i])]}
-            for i in range(world.n_concepts)]
-    return pd.DataFrame(rows).sort_values("true_prior", ascending=False)
+        display(Markdown(f"*{ctx.note}*"))
+    except ImportError:  # outside IPython
+        print(ctx.note)
+    return ctx

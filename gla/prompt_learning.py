@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from ._validation import ArrayLike, check_labels, check_log_prior, check_logits
-from .temperature import search_temperature
+from .temperature import fit_temperature
 
 # Dassl's optimiser defaults (KaiyangZhou/Dassl.pytorch dassl/config/defaults.py, _C.OPTIM):
 # SGD momentum 0.9, weight decay 5e-4, no dampening, no Nesterov; a constant warm-up runs
@@ -290,20 +290,15 @@ class TemperatureResult(NamedTuple):
     converged: bool
 
 
-def _ft_temperature(logits: torch.Tensor, labels: torch.Tensor) -> TemperatureResult:
+def _ft_temperature(logits: torch.Tensor, labels: torch.Tensor, method: str = "official") -> TemperatureResult:
     """``T_ft`` of the learner's val logits: confidence matches accuracy.
 
-    When accuracy is 1 or at chance no temperature matches; ``T = 1`` is returned with
-    ``converged=False``. The official search (regula falsi from [0.1, 10], stop within
+    ``method="official"``: the official search (regula falsi from [0.1, 10], stop within
     1.0 percentage point; ``GLA.FS.public.zip`` -> ``trainers/util.py`` ``search_T``,
-    ``trainers/gla.py`` thres 1.0) drops in on the single marked line.
+    ``trainers/gla.py`` thres 1.0); ``"exact"``: a converged search. When accuracy is 1
+    or at chance no temperature matches; ``T = 1`` is returned with ``converged=False``.
     """
-    try:
-        # The official search, once gla.temperature has it, replaces this one line with
-        # fit = fit_temperature(logits, labels, method="official", thres=1.0)
-        fit = TemperatureResult(search_temperature(logits, labels), True)
-    except ValueError:
-        return TemperatureResult(1.0, False)
+    fit = fit_temperature(logits, labels, method=method, thres=1.0, fallback=1.0)
     return TemperatureResult(float(fit.temperature), bool(fit.converged))
 
 
@@ -319,9 +314,10 @@ class GLAValSelector:
     name = "gla_val_accuracy"
 
     def __init__(self, zs_val_logits: torch.Tensor, val_labels: torch.Tensor, log_prior: torch.Tensor,
-                 t_zs: float, search_t_ft: bool, t_ft: float):
+                 t_zs: float, search_t_ft: bool, t_ft: float, temperature_method: str = "official"):
         self.zs_val_logits, self.val_labels, self.log_prior = zs_val_logits, val_labels, log_prior
         self.t_zs, self.search_t_ft, self.t_ft = t_zs, search_t_ft, t_ft
+        self.temperature_method = temperature_method
         self.last_details: dict[str, Any] = {}
 
     def __call__(self, pt_val_logits: torch.Tensor) -> float:
@@ -332,7 +328,7 @@ class GLAValSelector:
             raise ValueError(f"pt_val_logits: expected the shape of the zero-shot val logits "
                              f"{tuple(self.zs_val_logits.shape)}, got {tuple(pt.shape)}")
         if self.search_t_ft:
-            t_ft, converged = _ft_temperature(pt, self.val_labels)
+            t_ft, converged = _ft_temperature(pt, self.val_labels, self.temperature_method)
         else:
             t_ft, converged = self.t_ft, None
         self.last_details = {"t_ft": float(t_ft), "t_ft_converged": converged}
@@ -341,7 +337,8 @@ class GLAValSelector:
 
 
 def gla_val_selector(zs_val_logits: ArrayLike, val_labels: ArrayLike, log_prior: ArrayLike, t_zs: float, *,
-                     search_t_ft: bool = True, t_ft: float = 1.0) -> GLAValSelector:
+                     search_t_ft: bool = True, t_ft: float = 1.0,
+                     temperature_method: str = "official") -> GLAValSelector:
     """The official few-shot model selection: GLA accuracy on the validation split.
 
     The zero-shot val logits, ``T_zs`` and the prior are fixed during prompt tuning, so the
@@ -365,6 +362,8 @@ def gla_val_selector(zs_val_logits: ArrayLike, val_labels: ArrayLike, log_prior:
         at chance) at each call; ``False`` uses ``t_ft``.
     t_ft : float
         The fixed fine-tuned temperature when ``search_t_ft`` is False.
+    temperature_method : {"official", "exact"}
+        How ``T_ft`` is searched (:func:`gla.temperature.fit_temperature`; the protocol's).
 
     Returns
     -------
@@ -377,7 +376,7 @@ def gla_val_selector(zs_val_logits: ArrayLike, val_labels: ArrayLike, log_prior:
     for name, t in (("t_zs", t_zs), ("t_ft", t_ft)):
         if not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
             raise ValueError(f"{name}: expected a positive temperature, got {t!r}")
-    return GLAValSelector(zs, y, lq, float(t_zs), bool(search_t_ft), float(t_ft))
+    return GLAValSelector(zs, y, lq, float(t_zs), bool(search_t_ft), float(t_ft), temperature_method)
 
 
 def _score_name(select: Select | None) -> str:
@@ -615,7 +614,7 @@ def training_augmentation(preprocess, image_size: int | Sequence[int] | None = N
 
 def _with_transform(dataset, transform, name: str):
     if not hasattr(dataset, "transform"):
-        raise TypeError(f"{name}: expected a dataset with a 'transform' attribute (gla.datasets.LabelledImages), "
+        raise TypeError(f"{name}: expected a dataset with a 'transform' attribute (gla.data.LabelledImages), "
                         f"got {type(dataset).__name__}")
     out = copy.copy(dataset)
     out.transform = transform
@@ -648,7 +647,7 @@ def train_prompts_end_to_end(learner: _PromptBase, backbone, train_dataset, val_
         Built on ``backbone``.
     backbone : gla.backbones.Backbone
         Supplies the image encoder (frozen, eval mode), the preprocess and the device.
-    train_dataset, val_dataset : gla.datasets.LabelledImages
+    train_dataset, val_dataset : gla.data.LabelledImages
         Datasets of ``(image, label)`` with a ``transform`` attribute (PIL file images or
         world tensors); the transforms are replaced on copies, the datasets are not changed.
     epochs : int

@@ -1,4 +1,10 @@
-"""Reporting: tables, figures and the published numbers that may be quoted beside them."""
+"""Reporting: tables, figures and the published numbers that may be quoted beside them.
+
+The book has one figure style, owned here: :func:`use_book_style` sets it, and every method
+has a fixed colour, marker and place in tables and legends (:data:`METHOD_ORDER`,
+:func:`method_style`), so a method looks the same in every chapter. Table builders take the
+tidy results of :mod:`gla.protocols` and return frames indexed by display names.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +17,83 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .protocols.results import Method, method_label
+
 PUBLISHED_FILE = Path(__file__).resolve().parent / "data" / "published.json"
+
+# Order of methods in tables and legends: baselines, then fine-tuned models, then ensembles and GLA.
+METHOD_ORDER: tuple[str, ...] = (
+    Method.ZERO_SHOT, Method.DEBIASED, Method.LINEAR_PROBE, Method.COOP, Method.PROMPT_TUNING, Method.FINE_TUNED,
+    Method.FINE_TUNED_CE, Method.FINE_TUNED_CE_ADJUSTED, Method.FINE_TUNED_LA_LOSS, Method.WISE_FT,
+    Method.WISE_FT_VAL, Method.WISE_FT_SWEEP, Method.ENSEMBLE, Method.GLA,
+)
+# Okabe-Ito colours (distinguishable with colour-blindness); GLA is always the dark red.
+METHOD_COLOURS: dict[str, str] = {
+    Method.ZERO_SHOT: "#0072B2", Method.DEBIASED: "#56B4E9", Method.LINEAR_PROBE: "#999999",
+    Method.COOP: "#CC79A7", Method.PROMPT_TUNING: "#E69F00", Method.FINE_TUNED: "#E69F00",
+    Method.FINE_TUNED_CE: "#E69F00", Method.FINE_TUNED_CE_ADJUSTED: "#F0E442", Method.FINE_TUNED_LA_LOSS: "#8C564B",
+    Method.WISE_FT: "#009E73", Method.WISE_FT_VAL: "#006D4F", Method.WISE_FT_SWEEP: "#009E73",
+    Method.ENSEMBLE: "#7F7F7F", Method.GLA: "#B2182B",
+}
+_MARKERS = "osD^v<>ph*XP8d"
+
+
+def use_book_style() -> None:
+    """The book's matplotlib style: legible at the page width, SVG text kept as text."""
+    import matplotlib as mpl
+
+    mpl.rcParams.update({
+        "figure.dpi": 110, "savefig.dpi": 150, "font.size": 11, "axes.titlesize": 11, "axes.labelsize": 11,
+        "legend.fontsize": 10, "xtick.labelsize": 10, "ytick.labelsize": 10, "axes.spines.top": False,
+        "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3, "legend.frameon": False,
+        "svg.fonttype": "none",
+    })
+
+
+def method_style(method: str) -> dict:
+    """Colour, marker, label and drawing order of a method (identifier or display name)."""
+    ids = {method_label(m): m for m in METHOD_ORDER}
+    m = ids.get(method, method)
+    rank = METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER)
+    return {"color": METHOD_COLOURS.get(m, "#333333"), "marker": _MARKERS[rank % len(_MARKERS)],
+            "label": method_label(m), "zorder": 3 if m == Method.GLA else 2}
+
+
+def order_methods(methods: Sequence[str]) -> list[str]:
+    """Methods in the book's order (unknown ones last, in their given order)."""
+    known = [m for m in METHOD_ORDER if m in set(methods)]
+    return known + [m for m in dict.fromkeys(methods) if m not in known]
+
+
+def method_table(df: pd.DataFrame, values: Sequence[str] = ("top1", "head", "medium", "tail"), *,
+                 index: Sequence[str] = (), percent: bool = True, decimals: int = 1) -> pd.DataFrame:
+    """Rows of a results table as method x metric, methods in the book's order and named for
+    display; ``index`` adds leading levels (e.g. ``("backbone", "pretrained")``)."""
+    cols = [v for v in values if v in df.columns and df[v].notna().any()]
+    t = df.set_index(list(index) + ["method"])[cols].astype(float)
+    t = t.reindex(order_methods(list(df.method)), level="method") if index else t.loc[order_methods(list(df.method))]
+    t = (t * (100 if percent else 1)).round(decimals)
+    return t.rename(index=method_label, level="method") if index else t.rename(index=method_label)
+
+
+def pivot_methods(df: pd.DataFrame, columns: str, value: str = "top1", *, column_order: Sequence[str] | None = None,
+                  percent: bool = True) -> pd.DataFrame:
+    """method x ``columns`` table of ``value`` (mean over seeds), methods in the book's order
+    (identifiers as the index: use :func:`display_names` to show it)."""
+    t = df.pivot_table(index="method", columns=columns, values=value, aggfunc="mean", sort=False)
+    t = t.loc[order_methods(list(t.index))]
+    if column_order is not None:
+        t = t[list(column_order)]
+    return t * (100 if percent else 1)
+
+
+def display_names(table: pd.DataFrame) -> pd.DataFrame:
+    """A table indexed by method identifiers, with their display names."""
+    return table.rename(index=method_label)
 
 
 def published(**filters) -> pd.DataFrame:
-    """Published numbers with their sources (GLA_NOTES section 5 only), filtered by column.
+    """Published numbers with their sources (``gla/data/published.json``), filtered by column.
 
     Backbone names are matched with and without a ``-quickgelu`` suffix, so
     ``published(backbone="ViT-B-16-quickgelu", pretrained="openai")`` finds the OpenAI
@@ -54,13 +132,14 @@ def mean_std_table(df: pd.DataFrame, index: str | Sequence[str], columns: str | 
 
 
 def save_figure(fig, out_dir: str | os.PathLike, name: str) -> Path:
-    """Save a matplotlib figure as PNG (and SVG) in ``out_dir``; returns the PNG path."""
+    """Save a matplotlib figure as SVG (line art for the page) and PNG in ``out_dir``;
+    returns the SVG path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / f"{name}.svg", bbox_inches="tight")
-    png = out / f"{name}.png"
-    fig.savefig(png, dpi=120, bbox_inches="tight")
-    return png
+    svg = out / f"{name}.svg"
+    fig.savefig(svg, bbox_inches="tight")
+    fig.savefig(out / f"{name}.png", dpi=150, bbox_inches="tight")
+    return svg
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -84,7 +163,8 @@ def plot_per_class(acc: Mapping[str, torch.Tensor | np.ndarray], order_by: torch
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.5))
     for name, a in acc.items():
-        ax.plot(np.arange(len(order)), 100 * smooth(np.asarray(a, dtype=float)[order], window), label=name)
+        style = {k: v for k, v in method_style(name).items() if k != "marker"}
+        ax.plot(np.arange(len(order)), 100 * smooth(np.asarray(a, dtype=float)[order], window), **style)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"accuracy (%), moving average of {window}")
     ax.legend(frameon=False)
@@ -111,23 +191,124 @@ def plot_prior_scatter(estimated: torch.Tensor, reference: torch.Tensor, *, ax=N
 
 def plot_lines(df: pd.DataFrame, x: str, y: str, hue: str, *, ax=None, title: str | None = None,
                percent: bool = True, errorbar: bool = True):
-    """Mean (and std over seeds) of ``y`` against ``x`` for each ``hue`` value."""
+    """Mean (and std over seeds) of ``y`` against ``x`` for each ``hue`` value; methods
+    (``hue="method"``) in their fixed colours and order."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(4, 3))
     scale = 100 if percent else 1
-    for name, g in df.groupby(hue, sort=False):
+    groups = dict(list(df.groupby(hue, sort=False)))
+    keys = order_methods(list(groups)) if hue == "method" else list(groups)
+    for name in keys:
+        g = groups[name]
+        style = method_style(name) if hue == "method" else {"label": name}
         s = g.groupby(x)[y].agg(["mean", "std"]).sort_index()
         if errorbar:
-            ax.errorbar(s.index, s["mean"] * scale, yerr=s["std"].fillna(0) * scale, marker="o", ms=3,
-                        capsize=2, label=name)
+            ax.errorbar(s.index, s["mean"] * scale, yerr=s["std"].fillna(0) * scale, ms=4, capsize=2, **style)
         else:
-            ax.plot(s.index, s["mean"] * scale, marker="o", ms=3, label=name)
+            ax.plot(s.index, s["mean"] * scale, ms=4, **({"marker": "o"} | style))
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title)
     ax.grid(alpha=0.3)
     return ax
+
+
+def few_shot_figure(test: pd.DataFrame, average: pd.DataFrame, datasets: Sequence[str], *, cols: int = 3):
+    """The few-shot figure: the average over tasks in a large panel on top, one small panel
+    per task below in a grid; x = shots (log scale), y = top-1 (%), mean ± std over seeds."""
+    import matplotlib.pyplot as plt
+
+    rows = (len(datasets) + cols - 1) // cols
+    fig = plt.figure(figsize=(10, 4.2 + 2.6 * rows))
+    grid = fig.add_gridspec(1 + rows, cols, height_ratios=[1.7] + [1] * rows, hspace=0.55, wspace=0.3)
+    ax0 = fig.add_subplot(grid[0, :])
+    plot_lines(average, "shots", "top1", "method", ax=ax0, title="average over tasks")
+    ax0.set_xscale("log", base=2)
+    ax0.set_ylabel("top-1 (%)")
+    ax0.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
+    for i, name in enumerate(datasets):
+        ax = fig.add_subplot(grid[1 + i // cols, i % cols])
+        plot_lines(test[test.dataset == name], "shots", "top1", "method", ax=ax, title=name, errorbar=False)
+        ax.set_xscale("log", base=2)
+        ax.tick_params(labelsize=8)
+    return fig
+
+
+def group_bars(df: pd.DataFrame, groups: Sequence[str] = ("head", "medium", "tail"), *, ax=None,
+               ylabel: str = "top-1 (%)"):
+    """Grouped bars: one group per class group (head / medium / tail, or many / medium /
+    few), one bar per method in its colour, with the value on top."""
+    import matplotlib.pyplot as plt
+
+    methods = order_methods(list(df.method))
+    t = df.set_index("method").loc[methods, list(groups)].astype(float) * 100
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3.4))
+    width = 0.8 / max(1, len(methods))
+    x = np.arange(len(groups))
+    for i, m in enumerate(methods):
+        st = method_style(m)
+        bars = ax.bar(x + (i - (len(methods) - 1) / 2) * width, t.loc[m].values, width, color=st["color"],
+                      label=st["label"])
+        ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
+    ax.set_xticks(x, list(groups))
+    ax.set_ylabel(ylabel)
+    ax.legend(ncol=min(4, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    return ax
+
+
+def gain_bars(gains: pd.Series, *, ax=None, xlabel: str = "gain (points)"):
+    """Horizontal bars of per-task gains, negative ones in red, each labelled with its value."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 0.35 * len(gains) + 1))
+    bars = ax.barh(gains.index, gains.values, color=["#B2182B" if g < 0 else "#009E73" for g in gains.values])
+    ax.bar_label(bars, fmt="%+.2f", fontsize=8, padding=2)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel(xlabel)
+    return ax
+
+
+def estimator_bars(summary: pd.DataFrame, measures: Sequence[str] = ("debiased_top1", "gla_top1"), *, ax=None):
+    """Horizontal bars of test top-1 (%) per estimator, mean ± std over seeds, from
+    :func:`gla.studies.summarise_seeds` (columns ``<measure>_mean`` and ``<measure>_std``)."""
+    import matplotlib.pyplot as plt
+
+    labels = {"debiased_top1": "debiased zero-shot", "gla_top1": "GLA"}
+    colours = {"debiased_top1": METHOD_COLOURS[Method.DEBIASED], "gla_top1": METHOD_COLOURS[Method.GLA]}
+    names = list(summary["estimator"])
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 0.55 * len(names) + 1.2))
+    height = 0.8 / len(measures)
+    y = np.arange(len(names))
+    for i, m in enumerate(measures):
+        mean = summary[f"{m}_mean"].to_numpy(dtype=float) * 100
+        std = np.nan_to_num(summary[f"{m}_std"].to_numpy(dtype=float) * 100) if f"{m}_std" in summary else None
+        ax.barh(y + (i - (len(measures) - 1) / 2) * height, mean, height, xerr=std, capsize=2,
+                color=colours.get(m), label=labels.get(m, m))
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    finite = summary[[f"{m}_mean" for m in measures]].to_numpy(dtype=float) * 100
+    ax.set_xlim(max(0.0, np.nanmin(finite) - 10), None)
+    ax.set_xlabel("test top-1 (%), mean ± std over estimation sets")
+    ax.legend(loc="lower right")
+    return ax
+
+
+def per_class_table(outputs, methods: Sequence[str], *, true_log_prior: torch.Tensor | None = None) -> pd.DataFrame:
+    """Per-class accuracy on the test split of :class:`gla.protocols.ManyShotOutputs`, with
+    the estimated (and, when known, the true) log prior of each class."""
+    from .metrics import per_class_accuracy
+
+    test = outputs.test
+    table = pd.DataFrame({"class": outputs.classnames, "estimated_log_prior": outputs.log_prior.numpy()})
+    for m in methods:
+        table[m] = per_class_accuracy(test.logits[m], test.labels).numpy()
+    if true_log_prior is not None:
+        table["true_log_prior"] = true_log_prior.numpy()
+    return table
 
 
 def plot_reliability(bins: pd.DataFrame, ece: Mapping[str, float], *, axes=None):

@@ -21,8 +21,10 @@ Three ways to choose ``T`` are offered, all behind :func:`fit_temperature`:
 ``"fixed"``
     A given temperature (e.g. 1 for the many-shot recipe, which uses none).
 
-On ImageNet the official config also multiplies the searched zero-shot ``T`` by 0.9753
-before estimating ``q``; that factor belongs to the protocol, not to the search.
+The official ImageNet config also sets a fixed ``T = 0.9753``; only the ``PpSolver``
+trainer of ``trainers/zsclip.py`` (GLA.FS.public), which estimates ``q`` on the test labels,
+reads it. GLA's trainer (``trainers/gla.py``, ``pp_estimate`` in ``trainers/util.py``)
+estimates ``q`` at the searched ``T``, as the protocols here do.
 """
 
 from __future__ import annotations

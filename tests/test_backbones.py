@@ -13,14 +13,15 @@ import pytest
 import torch
 
 import gla.backbones as backbones
+from gla import plugins
 from gla.backbones import (
-    WORLD_PREFIX,
     Backbone,
     backbone_providers,
     checkpoint_format,
     load_backbone,
     register_backbone_provider,
 )
+from gla.world.backbone import WORLD_PREFIX
 
 CFG = {"embed_dim": 32,
        "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
@@ -116,6 +117,7 @@ def test_checkpoint_of_another_architecture_names_file_and_model(oai):
 
 def test_providers_dispatch_by_longest_prefix(monkeypatch):
     monkeypatch.setattr(backbones, "_providers", {})
+    monkeypatch.setattr(plugins, "_state", {"loaded": True})
     calls = []
 
     def fake(tag):
@@ -137,17 +139,10 @@ def test_providers_dispatch_by_longest_prefix(monkeypatch):
         register_backbone_provider("x", None)
 
 
-def test_world_name_without_its_provider_says_how_to_register(monkeypatch):
-    monkeypatch.setattr(backbones, "_providers", {})
-    with pytest.raises(ValueError, match="register_backbone_provider"):
-        load_backbone("gla-world-tiny")
-
-
-def test_world_provider_serves_world_names(monkeypatch):
-    from gla.world.backbone import load_world_backbone
-
-    monkeypatch.setattr(backbones, "_providers", {})
-    register_backbone_provider(WORLD_PREFIX, load_world_backbone)
+def test_world_provider_serves_world_names():
+    # registered by the world's plug-in, with nothing for the caller to do
+    provider = backbones.backbone_provider("gla-world-tiny")
+    assert provider is not None and provider.prefix == WORLD_PREFIX and provider.prepare is not None
     bb = load_backbone("gla-world-tiny")
     assert bb.name == "gla-world-tiny" and bb.tokenizer(["a photo of a cat."]).shape[0] == 1
     feats = bb.encode_images(bb.preprocess(torch.rand(2, 3, 32, 32)))

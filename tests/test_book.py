@@ -15,7 +15,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from gla.book import NOTEBOOKS_DIR, list_notebooks, load_params, run_notebooks
+from gla.book import NOTEBOOKS_DIR, NotebookFailures, list_notebooks, load_params, run_notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,7 +58,11 @@ def smoke_book(tmp_path_factory):
     shutil.copytree(ROOT / "book", tmp / "book", ignore=shutil.ignore_patterns("generated*", "_build"))
     out = tmp / "book" / "generated"
     lanes = load_params(NOTEBOOKS_DIR / "params" / "default.yaml")["lanes"]  # as `make book` runs them
-    run_notebooks({"smoke": True, "cache_dir": str(tmp_path_factory.mktemp("cache")), "lanes": lanes}, out, jobs=2)
+    try:  # every notebook runs; each one's test below reports its own failure
+        run_notebooks({"smoke": True, "cache_dir": str(tmp_path_factory.mktemp("cache")), "lanes": lanes}, out,
+                      jobs=2, keep_going=True)
+    except NotebookFailures as exc:
+        print(exc)
     jb = shutil.which("jupyter-book") or str(Path(sys.executable).parent / "jupyter-book")
     build = subprocess.run([jb, "build", str(tmp / "book"), "-W", "--keep-going",
                             "--path-output", str(tmp / "site")], capture_output=True, text=True, cwd=tmp)
@@ -74,7 +78,7 @@ def test_notebook_outputs(smoke_book, stem):
     out, _, _ = smoke_book
     nb = nbformat.read(str(out / f"{stem}.ipynb"), as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
-    assert not errors
+    assert not errors, "\n".join(f"{e.ename}: {e.evalue}" for e in errors)
     folder = out / "results" / stem
     files, (table, columns) = EXPECTED[stem]
     for f in files:

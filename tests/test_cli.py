@@ -1,13 +1,15 @@
 import argparse
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
 
 import gla
-import gla.experiments as ex
+import gla.protocols as ex
+import gla.protocols.common
 from gla.cli import build_parser, main, parse_shifted, results_stem
 from tests.conftest import planted_logits
 
@@ -45,7 +47,7 @@ def test_version(capsys):
 
 
 def test_gla_datasets_lists_the_registry_with_layouts(capsys):
-    from gla.datasets import list_datasets
+    from gla.data import list_datasets
 
     assert main(["datasets", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
@@ -126,7 +128,7 @@ def test_gla_run_routes_shifted_sets_per_dataset_and_writes_each_dataset(tmp_pat
 
     def fake_many_shot(backbone, pretrained, dataset, *, shifted=(), recipe=None, **kw):
         calls.append((dataset, list(shifted), recipe.epochs))
-        return _fake_rows(backbone, dataset)
+        return SimpleNamespace(table=_fake_rows(backbone, dataset))
 
     monkeypatch.setattr(ex, "run_many_shot", fake_many_shot)
     args = _run_args(tmp_path, world_ckpt, "many-shot", "--datasets", "world-main", "world-small",
@@ -165,10 +167,12 @@ def test_gla_run_few_shot_takes_its_options(tmp_path, world_ckpt, monkeypatch):
     (d1, kw1), (d2, kw2) = calls
     assert d1 == ["world-main"] and d2 == ["world-colours"]
     assert kw1["shifted"] == {"world-main": ["world-main-sketch"]} and kw2["shifted"] is None
-    assert kw1["shots"] == [1, 2] and kw1["seeds"] == [7] and kw1["epochs"] == 5 and kw1["lr"] == 0.01
+    assert kw1["shots"] == [1, 2] and kw1["seeds"] == [7]
+    assert kw1["prompts"].epochs == 5 and kw1["prompts"].lr == 0.01
     calls.clear()
     assert main(_run_args(tmp_path, world_ckpt, "few-shot", "--datasets", "world-shapes")) == 0
-    assert "epochs" not in calls[0][1] and calls[0][1]["shots"] == [1, 2, 4, 8, 16]  # the function's defaults
+    default = ex.PromptRecipe()
+    assert calls[0][1]["prompts"].epochs == default.epochs and calls[0][1]["shots"] == [1, 2, 4, 8, 16]
 
 
 @pytest.mark.parametrize("protocol, extra, message", [
@@ -189,8 +193,14 @@ def test_gla_run_refuses_options_its_protocol_does_not_take(tmp_path, world_ckpt
     assert message in err and "Traceback" not in err
 
 
-def test_gla_run_records_options_for_the_protocols(tmp_path, world_ckpt, monkeypatch, capsys):
-    monkeypatch.setattr(ex, "run_long_tail", lambda backbone, pretrained, dataset, **kw: _fake_rows(backbone, dataset))
+def test_gla_run_passes_and_records_its_options(tmp_path, world_ckpt, monkeypatch, capsys):
+    seen = {}
+
+    def fake(backbone, pretrained, dataset, **kw):
+        seen.update(kw)
+        return _fake_rows(backbone, dataset)
+
+    monkeypatch.setattr(ex, "run_long_tail", fake)
     q = torch.tensor([0.5, 0.3, 0.2])
     torch.save({"q": q}, tmp_path / "q.pt")
     args = _run_args(tmp_path, world_ckpt, "long-tail", "--datasets", "world-lt", "--templates", "coop",
@@ -203,7 +213,9 @@ def test_gla_run_records_options_for_the_protocols(tmp_path, world_ckpt, monkeyp
                                                  "num_workers")} == {
         "protocol": "exact", "templates": "coop", "source_prior": "uniform", "precision": "bf16", "num_workers": 2}
     assert settings["options"]["prior_file"] == str(tmp_path / "q.pt")
-    assert "--templates" in capsys.readouterr().err  # said openly: recorded, not applied yet
+    s, c = seen["settings"], seen["config"]  # what the protocol received
+    assert (s.protocol, s.templates, s.source_prior, s.prior_file) == ("exact", "coop", "uniform", str(tmp_path / "q.pt"))
+    assert (c.precision, c.num_workers) == ("bf16", 2)
 
 
 def test_two_backbones_in_one_out_folder_do_not_overwrite(tmp_path, world_ckpt, monkeypatch):
@@ -389,6 +401,6 @@ def test_finetune_under_torchrun_lands_where_the_protocol_looks(smoke_checkpoint
     def no_training(*a, **k):
         raise AssertionError("the cached checkpoint should have been reused")
 
-    monkeypatch.setattr(ex, "finetune", no_training)
+    monkeypatch.setattr(gla.protocols.common, "finetune", no_training)
     assert main(args) == 0
     assert printed[0] in capsys.readouterr().out

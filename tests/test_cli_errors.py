@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import gla.backbones
-import gla.experiments as ex
 import gla.notebook
+import gla.protocols as ex
 from gla.cli import main
 from gla.errors import RunError, UsageError
 
@@ -27,7 +27,7 @@ def no_compute(monkeypatch):
             pytest.fail(f"{name} was called before the input was checked")
         return f
 
-    for fn in ("run_many_shot", "run_few_shot", "run_long_tail", "finetune_to_cache", "load_backbone"):
+    for fn in ("run_many_shot", "run_few_shot", "run_long_tail", "finetune_to_cache"):
         monkeypatch.setattr(ex, fn, forbidden(fn))
     monkeypatch.setattr(gla.notebook, "context", forbidden("context (world pretraining)"))
     monkeypatch.setattr(gla.backbones, "load_backbone", forbidden("load_backbone"))

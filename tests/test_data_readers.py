@@ -16,8 +16,8 @@ from gla.data import (
     project_labels,
     project_logits,
 )
-from gla.data.images import ImageReadError
 from gla.data.imagenet import imagenet_subset_wnids
+from gla.data.images import ImageReadError
 
 SUBSETS = json.loads((Path(__file__).parent / "data" / "golden" / "subsets.json").read_text())
 

@@ -7,8 +7,16 @@ from importlib.metadata import EntryPoint
 import pytest
 import torch
 
-from gla.data import DatasetEntry, LabelledImages, dataset_entry, list_datasets, load_dataset, register_dataset
-from gla.data import registry
+from gla import plugins
+from gla.data import (
+    DatasetEntry,
+    LabelledImages,
+    dataset_entry,
+    list_datasets,
+    load_dataset,
+    register_dataset,
+    registry,
+)
 
 
 @pytest.fixture
@@ -17,7 +25,8 @@ def fresh(monkeypatch):
     list_datasets()  # make sure the readers registered themselves in the real registry
     real = {n: e for n, e in registry._REGISTRY.items() if e.kind == "real"}
     monkeypatch.setattr(registry, "_REGISTRY", dict(real))
-    monkeypatch.setattr(registry, "_state", {"readers": True, "plugins": False})
+    monkeypatch.setattr(registry, "_state", {"readers": True})
+    monkeypatch.setattr(plugins, "_state", {"loaded": False})
     return registry
 
 
@@ -96,7 +105,7 @@ def test_plugins_from_installed_entry_points(fresh, monkeypatch, plugin_module):
     eps = [EntryPoint("toy", "toy_gla_plugin:register", "gla.plugins"),
            EntryPoint("world", "gla.world.plugin:register", "gla.plugins")]
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: [e for e in eps if e.group == group])
-    monkeypatch.setattr(registry, "BUILTIN_PLUGINS", {"world": "no_such_module:register"})  # must not be used
+    monkeypatch.setattr(plugins, "BUILTIN_PLUGINS", {"world": "no_such_module:register"})  # must not be used
     assert list_datasets("toykind") == ["plugged"] and plugin_module.CALLS == [1]
     assert "world-main" in list_datasets("world")
     list_datasets()
@@ -108,7 +117,7 @@ def test_plugins_from_the_source_tree_fallback(fresh, monkeypatch, plugin_module
     import importlib.metadata
 
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: [])
-    monkeypatch.setattr(registry, "BUILTIN_PLUGINS", {"world": "gla.world.plugin:register",
+    monkeypatch.setattr(plugins, "BUILTIN_PLUGINS", {"world": "gla.world.plugin:register",
                                                       "toy": "toy_gla_plugin:register"})
     assert list_datasets("toykind") == ["plugged"]
     assert "world-lt" in list_datasets("world")
@@ -122,17 +131,18 @@ def test_a_broken_plugin_or_reader_surfaces(fresh, monkeypatch):
     import importlib.metadata
 
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: [])
-    monkeypatch.setattr(registry, "BUILTIN_PLUGINS", {"broken": "gla_no_such_plugin_module:register"})
+    monkeypatch.setattr(plugins, "BUILTIN_PLUGINS", {"broken": "gla_no_such_plugin_module:register"})
     with pytest.raises(ImportError, match="plug-in 'broken'"):
         list_datasets()
-    monkeypatch.setattr(registry, "_state", {"readers": False, "plugins": True})
+    monkeypatch.setattr(registry, "_state", {"readers": False})
+    monkeypatch.setattr(plugins, "_state", {"loaded": True})
     monkeypatch.setattr(registry, "READER_MODULES", ("gla.data.no_such_reader",))
     with pytest.raises(ModuleNotFoundError, match="no_such_reader"):
         list_datasets()
 
 
 def test_no_core_module_imports_the_world():
-    code = ("import sys, gla, gla.data, gla.datasets, gla.real_datasets\n"
+    code = ("import sys, gla, gla.data\n"
             "from gla.data import imagenet, coop, longtail, cifar, registry, templates, sampling\n"
             "assert not [m for m in sys.modules if m.startswith('gla.world')], sorted(sys.modules)\n"
             "print('ok')")

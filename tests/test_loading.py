@@ -6,19 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from gla.datasets import LabelledImages
+from gla.data import LabelledImages
 from gla.features import cached_features, features_path
 from gla.loading import autocast, default_num_workers, in_memory, make_loader, resolve_precision
 from gla.zeroshot import zero_shot_head, zero_shot_head_path
-
-
-@pytest.fixture(scope="module", autouse=True)
-def world_provider():
-    """The world's backbone provider (registered by gla.world's plug-in in the package)."""
-    from gla.backbones import WORLD_PREFIX, register_backbone_provider
-    from gla.world.backbone import load_world_backbone
-
-    register_backbone_provider(WORLD_PREFIX, load_world_backbone)
 
 
 @pytest.fixture(scope="module")

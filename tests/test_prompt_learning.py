@@ -15,7 +15,7 @@ from PIL import Image
 
 from gla.adjust import gla_logits
 from gla.backbones import load_backbone
-from gla.datasets import LabelledImages
+from gla.data import LabelledImages
 from gla.prompt_learning import (
     CoOp,
     PromptResiduals,
@@ -25,7 +25,7 @@ from gla.prompt_learning import (
     train_prompts_end_to_end,
     training_augmentation,
 )
-from gla.temperature import search_temperature
+from gla.temperature import fit_temperature, search_temperature
 
 NAMES = ["red apple", "green", "blue sky", "yellow"]
 COLOURS = [(220, 30, 30), (30, 200, 40), (40, 60, 220), (230, 220, 30)]
@@ -229,7 +229,7 @@ def test_gla_val_selector_scores_gla_accuracy_with_t_ft_searched_per_call():
     zs = torch.randn(n, k, generator=g) * 3 + 2 * torch.nn.functional.one_hot(y, k)
     log_q = torch.log_softmax(torch.randn(k, generator=g), 0)
     pt = torch.randn(n, k, generator=g) * 4 + 3 * torch.nn.functional.one_hot(y, k)
-    sel = gla_val_selector(zs, y, log_q, 1.3)
+    sel = gla_val_selector(zs, y, log_q, 1.3, temperature_method="exact")
     t_ft = search_temperature(pt, y)
     expect = float((gla_logits(zs, pt, log_q, zs_temperature=1.3, ft_temperature=t_ft).argmax(1) == y).double().mean())
     assert sel(pt) == expect and sel.last_details == {"t_ft": t_ft, "t_ft_converged": True}
@@ -238,6 +238,10 @@ def test_gla_val_selector_scores_gla_accuracy_with_t_ft_searched_per_call():
     z_fixed = gla_logits(zs, pt, log_q, zs_temperature=1.3, ft_temperature=0.05)
     assert fixed(pt) == float((z_fixed.argmax(1) == y).double().mean()) != expect
     assert fixed.last_details["t_ft"] == 0.05
+    # The paper's protocol searches T_ft as the official code does (regula falsi, 1.0 pp).
+    official = gla_val_selector(zs, y, log_q, 1.3)
+    official(pt)
+    assert official.last_details["t_ft"] == fit_temperature(pt, y, method="official", thres=1.0).temperature
     # Perfect val accuracy: no temperature matches it; T_ft = 1, flagged.
     sel(10 * torch.nn.functional.one_hot(y, k).float())
     assert sel.last_details == {"t_ft": 1.0, "t_ft_converged": False}

@@ -66,8 +66,8 @@ def test_imagenet_r_subset_and_projection(tmp_path):
 
 
 def test_objectnet_mapping_groups_crop_and_max_projection(imagenet_root, objectnet_fixture):
-    from gla.datasets import ClassGroups
-    from gla.real_datasets import objectnet_mapping, project_log_prior
+    from gla.data import ClassGroups, project_log_prior
+    from gla.data.imagenet import objectnet_mapping
 
     objectnet_fixture(imagenet_root)
     folders, names, groups = objectnet_mapping(imagenet_root)

@@ -8,7 +8,7 @@ import torch
 
 import gla
 from gla.backbones import load_backbone
-from gla.datasets import LabelledImages
+from gla.data import LabelledImages
 from gla.features import cached_features, features_path
 from gla.finetune import (
     FinetuneConfig,
@@ -21,15 +21,6 @@ from gla.finetune import (
 )
 from gla.prompt_learning import CoOp, PromptResiduals, train_prompts
 from gla.zeroshot import image_features, zero_shot_head, zero_shot_logits
-
-
-@pytest.fixture(scope="module", autouse=True)
-def world_provider():
-    """The world's backbone provider (registered by gla.world's plug-in in the package)."""
-    from gla.backbones import WORLD_PREFIX, register_backbone_provider
-    from gla.world.backbone import load_world_backbone
-
-    register_backbone_provider(WORLD_PREFIX, load_world_backbone)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +85,7 @@ def test_linear_probe_selects_on_val(tiny, data):
 @pytest.mark.parametrize("cls", [PromptResiduals, CoOp])
 def test_prompt_learners(tiny, data, cls):
     f = image_features(tiny, data.images)
-    learner = cls(tiny, data.classnames)
+    learner = cls(tiny, data.classnames, **({"n_ctx": 4} if cls is CoOp else {}))  # the world reads 12 tokens
     if cls is PromptResiduals:  # zero residuals reproduce the single-template zero-shot head
         head = zero_shot_head(tiny, data.classnames, ["a photo of a {}."])
         assert torch.allclose(learner(f), zero_shot_logits(f, head, tiny.logit_scale), atol=1e-4)
@@ -102,7 +93,7 @@ def test_prompt_learners(tiny, data, cls):
     learner, hist = train_prompts(learner, f, data.labels, f, data.labels, epochs=15, lr=5e-2, batch_size=16)
     after = torch.nn.functional.cross_entropy(learner(f), data.labels).item()
     assert after < before
-    assert hist[-1]["best_val_accuracy"] >= hist[0]["val_accuracy"]
+    assert hist[-1]["best_epoch"] >= 1  # the untrained learner (epoch 0) is never the one kept
     # Encoders stay frozen.
     assert all(not p.requires_grad for p in tiny.model.parameters())
 

@@ -27,5 +27,76 @@ def test_gain_over_by_dataset():
 
 def test_published_numbers_carry_sources_and_match_quickgelu_names():
     pub = report.published(backbone="ViT-B-16-quickgelu", pretrained="openai", dataset="imagenet")
-    assert set(pub.method) == {"zero-shot", "fine-tuned"} and pub.source.str.len().gt(0).all()
+    assert set(pub.method) == {"zero_shot", "fine_tuned"} and pub.source.str.len().gt(0).all()
     assert report.published(backbone="gla-world-tiny").empty
+
+
+def _many_shot_rows():
+    from gla.protocols import Method
+
+    rows = []
+    for i, m in enumerate([Method.GLA, Method.ZERO_SHOT, Method.ENSEMBLE, Method.FINE_TUNED]):
+        rows.append({"backbone": "b", "pretrained": "p", "method": m, "split": "test", "eval_set": "x",
+                     "top1": 0.5 + 0.1 * i, "head": 0.6, "medium": 0.5, "tail": 0.2 + 0.1 * i})
+    return pd.DataFrame(rows)
+
+
+def test_method_table_orders_methods_and_names_them_for_display():
+    t = report.method_table(_many_shot_rows())
+    assert list(t.index) == ["zero-shot", "fine-tuned", "ensemble", "GLA"]  # the book's order, not the rows'
+    assert t.loc["GLA", "top1"] == pytest.approx(50.0) and list(t.columns) == ["top1", "head", "medium", "tail"]
+    t2 = report.method_table(_many_shot_rows(), index=("backbone", "pretrained"))
+    assert t2.index.names == ["backbone", "pretrained", "method"] and t2.index[-1][-1] == "GLA"
+
+
+def test_every_method_has_one_style_everywhere():
+    from gla.protocols import METHOD_LABELS, Method
+
+    styles = {m: report.method_style(m) for m in METHOD_LABELS}
+    assert styles[Method.GLA] == report.method_style("GLA")  # by identifier or by display name
+    assert all(s["color"].startswith("#") for s in styles.values())
+    shown = [Method.ZERO_SHOT, Method.DEBIASED, Method.FINE_TUNED, Method.WISE_FT, Method.ENSEMBLE, Method.GLA,
+             Method.LINEAR_PROBE, Method.COOP, Method.PROMPT_TUNING]
+    assert len({styles[m]["color"] for m in shown}) == len(shown) - 1  # prompt tuning shares fine-tuned's colour
+    assert report.order_methods(["zz", Method.GLA, Method.ZERO_SHOT]) == [Method.ZERO_SHOT, Method.GLA, "zz"]
+
+
+def test_pivot_and_group_bars(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from gla.protocols import Method
+
+    df = _many_shot_rows()
+    t = report.pivot_methods(df, "eval_set")
+    assert list(t.index)[0] == Method.ZERO_SHOT and t.loc[Method.GLA, "x"] == pytest.approx(50.0)
+    ax = report.group_bars(df)
+    assert len(ax.patches) == 4 * 3
+    svg = report.save_figure(ax.figure, tmp_path, "bars")
+    assert svg.suffix == ".svg" and svg.is_file() and (tmp_path / "bars.png").is_file()
+
+
+def test_few_shot_figure_has_a_large_average_panel_and_one_per_task():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    df = pd.DataFrame([{"dataset": d, "method": m, "shots": k, "seed": s, "top1": 0.5}
+                       for d in ["a", "b", "c", "d"] for m in ["gla", "zero_shot"] for k in [1, 2] for s in [1, 2]])
+    avg = report.average_over_datasets(df)
+    fig = report.few_shot_figure(df, avg, ["a", "b", "c", "d"], cols=3)
+    axes = fig.get_axes()
+    assert len(axes) == 5 and axes[0].get_title() == "average over tasks"
+    assert axes[0].get_position().width > 2.5 * axes[1].get_position().width
+
+
+def test_estimator_bars_show_mean_and_spread():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    summary = pd.DataFrame({"estimator": ["exact", "official"], "debiased_top1_mean": [0.6, 0.5],
+                            "debiased_top1_std": [0.01, 0.02], "gla_top1_mean": [0.7, 0.65],
+                            "gla_top1_std": [0.0, 0.01]})
+    ax = report.estimator_bars(summary)
+    widths = sorted(round(p.get_width(), 6) for p in ax.patches)
+    assert widths == [50.0, 60.0, 65.0, 70.0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["exact", "official"]

@@ -78,31 +78,29 @@ def test_corpus_follows_the_prior():
 
 
 def test_world_corpus_counts_come_from_the_checkpoint_recipe(smoke_checkpoint):
-    from gla.notebook import Context, world_concepts, world_corpus_counts
     from gla.world import SMOKE_PRETRAIN, corpus_counts
+    from gla.world.book import checkpoint_corpus_counts, concepts_table
 
-    ctx = Context("gla-world-tiny", str(smoke_checkpoint), None, None, "cpu", True, None, WorldConfig())
-    counts = world_corpus_counts(ctx, "world-main")
+    counts = checkpoint_corpus_counts(smoke_checkpoint, "world-main")
     assert int(counts.sum()) == SMOKE_PRETRAIN.steps * SMOKE_PRETRAIN.batch_size
     assert torch.equal(counts, corpus_counts(World(WorldConfig()), SMOKE_PRETRAIN))
-    assert world_corpus_counts(ctx, "world-colour-shape") is None  # attribute groupings: no concept counts
-    table = world_concepts(ctx)
+    assert checkpoint_corpus_counts(smoke_checkpoint, "world-colour-shape") is None  # attribute groupings
+    table = concepts_table(WorldConfig(), smoke_checkpoint)
     assert table.true_prior.is_monotonic_decreasing and int(table.pretrain_images.sum()) == int(counts.sum())
     assert table.third.tolist() == ["head"] * 33 + ["medium"] * 33 + ["tail"] * 34
     assert table.loc[int(counts.argmax()), "pretrain_images"] == int(counts.max())  # indexed by concept id
 
 
 def test_corpus_counts_of_a_checkpoint_from_before_the_offset_follow_zipfs_law(smoke_checkpoint, tmp_path):
-    from gla.notebook import Context, world_corpus_counts
     from gla.world import SMOKE_PRETRAIN, corpus_counts
+    from gla.world.book import checkpoint_corpus_counts
 
     ckpt = torch.load(smoke_checkpoint, map_location="cpu", weights_only=False)
     ckpt["world_config"] = {k: v for k, v in ckpt["world_config"].items() if k != "zipf_offset"}
     old = tmp_path / "old.pt"
     torch.save(ckpt, old)
-    ctx = Context("gla-world-tiny", str(old), None, None, "cpu", True, None, WorldConfig())
     zipf = WorldConfig(**ckpt["world_config"], zipf_offset=0.0)
-    assert torch.equal(world_corpus_counts(ctx, "world-main"), corpus_counts(World(zipf), SMOKE_PRETRAIN))
+    assert torch.equal(checkpoint_corpus_counts(old, "world-main"), corpus_counts(World(zipf), SMOKE_PRETRAIN))
 
 
 def test_captions_mix_names_and_attributes():

@@ -65,4 +65,4 @@ def load_cifar100(split: str, *, root: str | os.PathLike | None, transform: Call
 
 register_dataset(DatasetEntry("cifar100", load_cifar100, ("train", "val", "test"), "real", "CIFAR-100",
                               "CIFAR-100 (torchvision files); val = balanced hold-out of train",
-                              options=("val_per_class", "seed")))
+                              options=("val_per_class", "seed"), layout=CIFAR_LAYOUT))

@@ -54,6 +54,12 @@ def _read_split_file(name: str, path: Path) -> dict[str, list[tuple[str, int, st
     return out
 
 
+def coop_layout(name: str) -> str:
+    """The files a CoOp dataset's reader expects under the data root."""
+    folder, images, split_file, _ = COOP[name]
+    return f"  {folder}/\n    {split_file}\n    {images or '.'}/<relpath from the split file>"
+
+
 def load_coop(name: str, split: str, *, root: str | os.PathLike | None, transform: Callable | None = None
               ) -> LabelledImages:
     """A CoOp dataset from its ``split_zhou_*.json``.
@@ -79,7 +85,7 @@ def load_coop(name: str, split: str, *, root: str | os.PathLike | None, transfor
     folder, images, split_file, _ = COOP[name]
     base = root / folder
     path = base / split_file
-    layout = f"  {folder}/\n    {split_file}\n    {images or '.'}/<relpath from the split file>"
+    layout = coop_layout(name)
     require(name, root, layout, path)
     data = _read_split_file(name, path)
     for s in ("train", split):
@@ -150,6 +156,6 @@ def _coop_loader(name: str):
 _SPLITS = ("train", "val", "test")
 for _name, (_folder, _images, _file, _role) in COOP.items():
     register_dataset(DatasetEntry(_name, _coop_loader(_name), _SPLITS, "real", _role,
-                                  f"{_role} with CoOp's {_file}"))
+                                  f"{_role} with CoOp's {_file}", layout=coop_layout(_name)))
 register_dataset(DatasetEntry("fgvc_aircraft", load_fgvc_aircraft, _SPLITS, "real", "FGVCAircraft",
-                              "FGVC-Aircraft with its own variant files"))
+                              "FGVC-Aircraft with its own variant files", layout=AIRCRAFT_LAYOUT))

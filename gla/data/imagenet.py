@@ -321,10 +321,12 @@ def _shift_loader(name: str):
 
 register_dataset(DatasetEntry("imagenet", load_imagenet, ("train", "val", "test", "train_full"), "real", "ImageNet",
                               "ImageNet-1k (CoOp layout); train_full = official train, train/val = hold-out split",
-                              options=("val_per_class", "seed"), few_shot="gla-imagenet"))
+                              options=("val_per_class", "seed"), few_shot="gla-imagenet", layout=IMAGENET_LAYOUT))
 for _name, _role in [("imagenet_v2", "ImageNet-V2"), ("imagenet_sketch", "ImageNet-Sketch"),
                      ("imagenet_a", "ImageNet-A"), ("imagenet_r", "ImageNet-R")]:
     register_dataset(DatasetEntry(_name, _shift_loader(_name), ("test",), "real", _role,
-                                  f"{_role} test set, 1000-way labels"))
+                                  f"{_role} test set, 1000-way labels", shift_of="imagenet",
+                                  layout=f"  {SHIFT_LAYOUTS[_name][0]}/\n    {SHIFT_LAYOUTS[_name][1]}"))
 register_dataset(DatasetEntry("objectnet", load_objectnet, ("test",), "real", "ObjectNet",
-                              "ObjectNet's ImageNet-overlapping classes, max-pooled groups"))
+                              "ObjectNet's ImageNet-overlapping classes, max-pooled groups", shift_of="imagenet",
+                              layout=OBJECTNET_LAYOUT))

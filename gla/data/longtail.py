@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ._files import layout_error, require
-from .images import LabelledImages
 from .imagenet import imagenet_classnames
+from .images import LabelledImages
 from .registry import DatasetEntry, data_root, register_dataset
 from .templates import zero_shot_templates
 
@@ -22,6 +22,13 @@ LT = {
     "imagenet_lt": ("ImageNet_LT", "ImageNet_LT_{split}.txt", "imagenet/images"),
     "places365_lt": ("Places_LT", "Places_LT_{split}.txt", "places365"),
 }
+
+
+def lt_layout(name: str) -> str:
+    """The files a long-tailed dataset's reader expects under the data root."""
+    folder, pattern, default_images = LT[name]
+    return (f"  {folder}/{pattern.format(split='{train,val,test}')}   (lines '<relpath> <label>')\n"
+            f"  {default_images}/<relpath>   (or pass image_root=...)")
 
 
 def load_lt(name: str, split: str, *, root: str | os.PathLike | None, transform: Callable | None = None,
@@ -51,8 +58,7 @@ def load_lt(name: str, split: str, *, root: str | os.PathLike | None, transform:
     folder, pattern, default_images = LT[name]
     split_file = root / folder / pattern.format(split=split)
     img_root = Path(image_root) if image_root else root / default_images
-    layout = (f"  {folder}/{pattern.format(split='{train,val,test}')}   (lines '<relpath> <label>')\n"
-              f"  {default_images}/<relpath>   (or pass image_root=...)")
+    layout = lt_layout(name)
     require(name, root, layout, split_file)
     paths, labels = [], []
     for n, ln in enumerate(split_file.read_text().splitlines(), 1):
@@ -118,6 +124,8 @@ def _lt_loader(name: str):
 
 
 register_dataset(DatasetEntry("imagenet_lt", _lt_loader("imagenet_lt"), ("train", "val", "test"), "real",
-                              "ImageNet-LT", "ImageNet-LT split files (OLTR)", options=("image_root",)))
+                              "ImageNet-LT", "ImageNet-LT split files (OLTR)", options=("image_root",),
+                              layout=lt_layout("imagenet_lt")))
 register_dataset(DatasetEntry("places365_lt", _lt_loader("places365_lt"), ("train", "val", "test"), "real",
-                              "Places365-LT", "Places365-LT split files (OLTR)", options=("image_root",)))
+                              "Places365-LT", "Places365-LT split files (OLTR)", options=("image_root",),
+                              layout=lt_layout("places365_lt")))

@@ -4,13 +4,9 @@ Every loader has one signature, ``loader(split, *, root, transform, **options)``
 returns a :class:`~gla.data.images.LabelledImages`. A dataset declares the options it
 takes (:attr:`DatasetEntry.options`); anything else is an error that names them.
 
-Plug-ins. Packages add datasets through the entry-point group ``gla.plugins``: each entry
-point is a function called once, with no arguments, that calls :func:`register_dataset`
-(and :func:`gla.data.templates.register_templates`). They are loaded lazily, the first
-time the registry is read. The miniature world is such a plug-in
-(``gla.world.plugin:register``); no core module imports :mod:`gla.world`. When the
-package runs from a source tree whose installed metadata lacks the entry points, the
-package's own plug-ins (:data:`BUILTIN_PLUGINS`) are loaded instead.
+Plug-ins (:mod:`gla.plugins`) add datasets by calling :func:`register_dataset` (and
+:func:`gla.data.templates.register_templates`); they are loaded lazily, the first time the
+registry is read. The miniature world is such a plug-in; no core module imports it.
 """
 
 from __future__ import annotations
@@ -21,12 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..plugins import ensure_plugins
 from .images import LabelledImages
 
-PLUGIN_GROUP = "gla.plugins"
-#: Plug-ins shipped with the package (name -> "module:function"), loaded when the
-#: installed distribution does not declare them (e.g. running from a source checkout).
-BUILTIN_PLUGINS: dict[str, str] = {"world": "gla.world.plugin:register"}
 #: Modules that register the real datasets (imported on first use; errors surface).
 READER_MODULES = ("gla.data.imagenet", "gla.data.coop", "gla.data.longtail", "gla.data.cifar")
 
@@ -56,6 +49,12 @@ class DatasetEntry:
     few_shot : str
         How few-shot splits are drawn (:func:`gla.data.sampling.sample_few_shot`):
         ``"coop"`` (Dassl's draw, CoOp) or ``"gla-imagenet"`` (GLA's ImageNet split).
+    layout : str
+        The files a real dataset's reader expects under the data root (shown by
+        ``gla datasets`` and in layout errors).
+    shift_of : str, optional
+        For a shifted test set: the dataset whose classes (and model) it shares
+        (``imagenet`` for ImageNet-V2, ``world-main`` for ``world-main-sketch``).
     """
 
     name: str
@@ -66,6 +65,8 @@ class DatasetEntry:
     description: str = ""
     options: tuple[str, ...] = ()
     few_shot: str = "coop"
+    layout: str = ""
+    shift_of: str | None = None
 
     def __post_init__(self):
         if not self.name or not isinstance(self.name, str):
@@ -83,7 +84,7 @@ class DatasetEntry:
 
 
 _REGISTRY: dict[str, DatasetEntry] = {}
-_state = {"readers": False, "plugins": False}
+_state = {"readers": False}
 
 
 def register_dataset(entry: DatasetEntry, *, replace: bool = False) -> DatasetEntry:
@@ -113,63 +114,19 @@ def register_dataset(entry: DatasetEntry, *, replace: bool = False) -> DatasetEn
 def _ensure_loaded() -> None:
     # Flags are set first (a plug-in may read the registry while registering) and reset on
     # failure, so an error surfaces again on the next call instead of leaving a partial registry.
-    for key, load in (("readers", _import_readers), ("plugins", load_plugins)):
-        if not _state[key]:
-            _state[key] = True
-            try:
-                load()
-            except BaseException:
-                _state[key] = False
-                raise
+    if not _state["readers"]:
+        _state["readers"] = True
+        try:
+            _import_readers()
+        except BaseException:
+            _state["readers"] = False
+            raise
+    ensure_plugins()
 
 
 def _import_readers() -> None:
     for mod in READER_MODULES:
         importlib.import_module(mod)
-
-
-def _plugin_entry_points() -> list[Any]:
-    from importlib.metadata import entry_points
-
-    return list(entry_points(group=PLUGIN_GROUP))
-
-
-def load_plugins() -> list[str]:
-    """Call every plug-in's register function once (done lazily by the registry).
-
-    Entry points of the group ``gla.plugins`` come first; a plug-in of
-    :data:`BUILTIN_PLUGINS` that no installed distribution declares is loaded from the
-    package itself. An error while importing or registering a plug-in is raised, with the
-    plug-in named.
-
-    Returns
-    -------
-    list of str
-        ``"name=module:function"`` of the plug-ins loaded.
-    """
-    targets: dict[str, tuple[str, Callable[[], Any]]] = {}
-    for ep in _plugin_entry_points():
-        targets.setdefault(ep.name, (ep.value, ep.load))
-    for name, value in BUILTIN_PLUGINS.items():
-        if name not in targets:
-            targets[name] = (value, lambda value=value: _resolve(value))
-    loaded = []
-    for name, (value, load) in targets.items():
-        try:
-            register = load()
-        except Exception as exc:
-            raise ImportError(f"gla plug-in '{name}' ({value}) could not be imported: {exc}") from exc
-        register()
-        loaded.append(f"{name}={value}")
-    return loaded
-
-
-def _resolve(value: str) -> Callable[[], Any]:
-    module, _, attr = value.partition(":")
-    obj = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def list_datasets(kind: str | None = None) -> list[str]:

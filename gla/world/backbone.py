@@ -15,6 +15,8 @@ import torch
 
 from ..backbones import Backbone, register_model_configs
 
+WORLD_PREFIX = "gla-world"  # the world's model names (gla/model_configs/gla-world-*.json)
+
 
 def load_world_backbone(name: str, pretrained: str | None, device: str | torch.device = "cpu",
                         precision: str = "fp32") -> Backbone:

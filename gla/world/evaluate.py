@@ -14,9 +14,9 @@ import torch
 from .. import metrics
 from ..adjust import debias
 from ..backbones import load_backbone
+from ..data import project_labels, project_log_prior, project_logits
 from ..metrics import linear_correlation, rank_correlation  # noqa: F401  (re-exported)
 from ..prior import estimate_log_prior
-from ..real_datasets import project_labels, project_log_prior, project_logits
 from ..zeroshot import image_features, zero_shot_head, zero_shot_logits
 from .concepts import World, WorldConfig
 from .tasks import TASKS, make_split
@@ -119,12 +119,14 @@ def world_finetune_config():
 
     WiSE-FT's recipe (lr 3e-5, 500 warm-up steps, batch 512) is for ViTs and millions of
     images; the world's model trains from a small learning rate poorly in few steps, so the
-    world uses a larger rate with a short warm-up. Stated openly in the book.
+    world uses a larger rate with a short warm-up, and no augmentation (its 32-pixel
+    images are rendered, not photographed: ``train_transform="none"``). Stated openly in
+    the book.
     """
     from ..finetune import FinetuneConfig
 
     return FinetuneConfig(epochs=10, lr=1e-3, batch_size=128, weight_decay=0.1, warmup_steps=50,
-                          grad_clip=1.0, head_lr_mult=1.0)
+                          grad_clip=1.0, head_lr_mult=1.0, train_transform="none")
 
 
 def finetune_report(checkpoint: str | os.PathLike, world_cfg: WorldConfig = WorldConfig(), *,
@@ -132,7 +134,7 @@ def finetune_report(checkpoint: str | os.PathLike, world_cfg: WorldConfig = Worl
                     recipe=None, progress: bool = False) -> dict:
     """End-to-end fine-tuning and a linear probe on a world task's train split, scored on
     its test split (selection, where any, on val). Returns a flat record."""
-    from ..datasets import LabelledImages
+    from ..data import LabelledImages
     from ..finetune import ImageClassifier, finetune, linear_probe, predict
 
     recipe = recipe or world_finetune_config()

@@ -1,4 +1,5 @@
-"""The world as a plug-in of :mod:`gla.data`: its tasks, registered by name.
+"""The world as a plug-in (:mod:`gla.plugins`): its tasks, their templates, and its CLIP's
+backbone provider, registered through the public registries.
 
 Declared in ``pyproject.toml`` under the entry-point group ``gla.plugins``
 (``world = "gla.world.plugin:register"``); :mod:`gla.data.registry` calls
@@ -38,8 +39,17 @@ def task_loader(task: str) -> Callable[..., LabelledImages]:
 
 
 def register() -> None:
-    """Register every world task and its templates (idempotent: re-registering replaces)."""
+    """Register every world task and its templates, and the provider of the world's CLIP
+    (idempotent: re-registering replaces)."""
+    from ..backbones import register_backbone_provider
+    from ..plugins import register_command
+    from .backbone import WORLD_PREFIX, load_world_backbone
+    from .book import prepare
+    from .cli import add_world_parser
+
+    register_backbone_provider(WORLD_PREFIX, load_world_backbone, prepare)
+    register_command(add_world_parser)
     for name, spec in TASKS.items():
         register_dataset(DatasetEntry(name, task_loader(name), spec.splits, "world", spec.role, spec.description,
-                                      options=OPTIONS), replace=True)
+                                      options=OPTIONS, shift_of=spec.parent), replace=True)
         register_templates(name, zero_shot=spec.templates, prompt_tuning=spec.templates[0], replace=True)

@@ -1,0 +1,35 @@
+"""The paper's protocols: many-shot (ImageNet and its shifts), few-shot, long-tail.
+
+Each protocol takes a backbone, datasets, the procedure (:class:`ProtocolSettings`:
+``protocol="paper"`` or ``"exact"``) and where to run (:class:`RunConfig`), and returns a
+tidy table (:mod:`gla.protocols.results`), one row per method x dataset x split x shots x
+seed, that :func:`save_results` writes as CSV and JSON.
+"""
+
+from ..apply import load_prior_file
+from .analysis import finetune_to_cache, run_estimation_ablation, zero_shot_split
+from .common import Outputs, TestSplitUsedError, choose_alpha, fit_prior, fit_temperature
+from .config import ProtocolSettings, RunConfig
+from .few_shot import PAPER_PROMPTS, PromptRecipe, run_few_shot
+from .long_tail import run_long_tail
+from .many_shot import DEFAULT_ALPHAS, run_many_shot
+from .results import (
+    COLUMNS,
+    METHOD_LABELS,
+    EvalOutputs,
+    ManyShotOutputs,
+    ManyShotResult,
+    Method,
+    PriorFit,
+    ZeroShotOutputs,
+    method_label,
+    save_results,
+)
+
+__all__ = [
+    "COLUMNS", "DEFAULT_ALPHAS", "METHOD_LABELS", "PAPER_PROMPTS", "EvalOutputs", "ManyShotOutputs", "ManyShotResult",
+    "Method", "Outputs", "PriorFit", "PromptRecipe", "ProtocolSettings", "RunConfig", "TestSplitUsedError",
+    "ZeroShotOutputs", "choose_alpha", "finetune_to_cache", "fit_prior", "fit_temperature", "load_prior_file",
+    "method_label", "run_estimation_ablation", "run_few_shot", "run_long_tail", "run_many_shot", "save_results",
+    "zero_shot_split",
+]

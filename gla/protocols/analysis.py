@@ -1,0 +1,112 @@
+"""Helpers for the book's analyses: the zero-shot model on one split, how the prior
+estimate depends on the estimation set, and fine-tuning into the protocols' cache."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import pandas as pd
+import torch
+
+from .. import metrics
+from ..adjust import debias, gla_logits
+from ..finetune import FinetuneConfig
+from .common import Models, Outputs, _head, fit_prior, seeded, templates_of
+from .config import ProtocolSettings, RunConfig
+from .results import ManyShotOutputs, Method, ZeroShotOutputs
+
+
+def zero_shot_split(backbone: str, pretrained: str | None, dataset: str, split: str, *,
+                    settings: ProtocolSettings = ProtocolSettings(), config: RunConfig = RunConfig()
+                    ) -> ZeroShotOutputs:
+    """The zero-shot model on one split (features from the cache)."""
+    from ..zeroshot import zero_shot_logits
+    from .common import features
+
+    bb = config.backbone(backbone, pretrained)
+    data = config.load(dataset, split)
+    train = data if split == "train" else config.load(dataset, "train")
+    head = _head(bb, train.classnames, templates_of(train, settings.templates), config)
+    feats = features(bb, data, config)
+    return ZeroShotOutputs(head, feats, zero_shot_logits(feats, head, bb.logit_scale), data.labels,
+                           list(train.classnames))
+
+
+def run_estimation_ablation(outputs: ManyShotOutputs, *, sizes: Sequence[int] = (1, 2, 4, 8, 16),
+                            seeds: Sequence[int] = (1, 2, 3), backbone: str = "",
+                            settings: ProtocolSettings = ProtocolSettings(protocol="exact"),
+                            true_log_prior: torch.Tensor | None = None) -> pd.DataFrame:
+    """How the prior estimate depends on the estimation set: images per class and the
+    temperature search.
+
+    Subsamples ``k`` validation images per class by seed (Dassl's sampler), estimates
+    ``q`` with and without the protocol's temperature search, and scores debiased
+    zero-shot and GLA on the test split. Rows carry the estimate's distance to the
+    full-validation estimate (mean absolute difference of the normalised log priors) and,
+    with ``true_log_prior``, ``mae_true``: the mean absolute difference of the centred
+    estimated and true log priors.
+    """
+    from ..data import few_shot_indices
+    from .common import fit_temperature
+
+    zs_val, y_val = outputs.val_logits[Method.ZERO_SHOT], outputs.val_labels
+    test = outputs.test
+    zs_test, ft_test, y_test = test.logits[Method.ZERO_SHOT], test.logits[Method.FINE_TUNED], test.labels
+    log_ps = outputs.log_source_prior
+
+    def fit(z, y, searched: bool):
+        out = Outputs(z, y, "val")
+        t = fit_temperature(out, settings) if searched else None
+        return fit_prior(out, replace(settings, prior_file=None), temperature=t.temperature if t else 1.0,
+                         temperature_converged=t.converged if t else None)
+
+    full = {s: fit(zs_val, y_val, s).log_prior for s in (False, True)}
+    per_class = int(torch.bincount(y_val).min())
+    rows = []
+    for k in [s for s in sizes if s <= per_class] + ([per_class] if per_class not in sizes else []):
+        for seed in seeds:
+            idx = torch.tensor(few_shot_indices(y_val, k, seed))
+            for searched in (False, True):
+                p = fit(zs_val[idx], y_val[idx], searched)
+                lq = p.log_prior
+                rows.append({
+                    "backbone": backbone, "dataset": outputs.dataset, "per_class": k, "seed": seed,
+                    "protocol": settings.protocol, "temperature": "searched" if searched else "1 (none)",
+                    "T": p.temperature, "T_converged": p.temperature_converged,
+                    "debiased_top1": metrics.topk_accuracy(debias(zs_test, lq, temperature=p.temperature), y_test),
+                    "gla_top1": metrics.topk_accuracy(gla_logits(zs_test, ft_test, lq, log_source_prior=log_ps,
+                                                                 zs_temperature=p.temperature), y_test),
+                    "distance_to_full": float((lq - full[searched]).abs().mean()),
+                    **({} if true_log_prior is None else
+                       {"mae_true": float(((lq - lq.mean()) - (true_log_prior - true_log_prior.mean())).abs().mean())}),
+                })
+    return pd.DataFrame(rows)
+
+
+def finetune_to_cache(backbone: str, pretrained: str | None, dataset: str, *, loss: str = "ce",
+                      recipe: FinetuneConfig = FinetuneConfig(), seed: int = 0,
+                      settings: ProtocolSettings = ProtocolSettings(), config: RunConfig = RunConfig()):
+    """Fine-tune on ``dataset``'s train split into the cache the protocols read.
+
+    The checkpoint lands where :func:`run_many_shot` (``loss="ce"``) and
+    :func:`run_long_tail` (``"ce"`` and ``"la"``) look for it with the same recipe, seed and
+    templates, so a multi-GPU run (``torchrun --nproc_per_node 8 -m gla finetune ...``)
+    followed by ``gla run ...`` with the same options reuses it. ``recipe.batch_size`` is
+    the global batch, split over the processes. Returns the checkpoint path (already
+    present: nothing is trained).
+    """
+    from ..finetune import distributed_from_env
+    from .common import log_source_prior
+
+    if loss not in ("ce", "la"):
+        raise ValueError(f"loss: expected 'ce' or 'la', got {loss!r}")
+    with distributed_from_env(config.device) as dev:
+        config = replace(config, device=dev)
+        bb = config.backbone(backbone, pretrained)
+        train = config.load(dataset, "train")
+        m = Models(bb, train, templates_of(train, settings.templates), config)
+        cfg = replace(config.recipe(seeded(recipe, seed)), loss=loss)
+        log_ps = log_source_prior(train, dataset, replace(settings, source_prior="counts"))[0] if loss == "la" else None
+        m.finetuned(train, cfg, log_source_prior=log_ps)
+        return m.finetuned_path(train, cfg)

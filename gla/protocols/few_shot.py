@@ -1,0 +1,297 @@
+"""The few-shot protocol: zero-shot, linear probe, CoOp, the paper's prompt tuning, their
+ensemble with the zero-shot model, and GLA ``f_pt / T_ft + f_zs / T_zs - log q``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ..adjust import gla_logits
+from ..data import few_shot_indices, project_labels, project_logits, prompt_tuning_template, sample_few_shot
+from ..finetune import linear_probe
+from ..prompt_learning import CoOp, PromptResiduals, gla_val_selector, train_prompts, train_prompts_end_to_end
+from ..zeroshot import zero_shot_logits
+from .common import (
+    THRESHOLD_FINE_TUNED,
+    THRESHOLD_ZERO_SHOT,
+    Outputs,
+    _choose_on,
+    _head,
+    features,
+    fit_prior,
+    fit_temperature,
+    run_columns,
+    templates_of,
+)
+from .config import ProtocolSettings, RunConfig
+from .results import Method, results_frame, score
+
+# Fewer shots than this: the prior and T_zs are estimated on the few-shot train + val
+# images; otherwise on val only (the official few-shot code).
+ESTIMATE_ON_TRAIN_BELOW = 20
+
+
+@dataclass(frozen=True)
+class PromptRecipe:
+    """How the few-shot prompt learners (CoOp and prompt tuning) train.
+
+    Parameters
+    ----------
+    trainer : {"features", "images"}
+        ``features``: on cached image features (no augmentation; AdamW, full batch): fast,
+        what the miniature world's book uses. ``images``: through the frozen image encoder
+        on augmented images (random resized crop and flip), SGD with a cosine schedule and
+        one warm-up epoch, fp16 on CUDA: the official recipe (:data:`PAPER_PROMPTS`).
+    epochs, lr, batch_size :
+        Optimisation (``batch_size=None``: full batch, ``features`` only).
+    coop_n_ctx : int
+        CoOp's context vectors (16 in CoOp's default, randomly initialised, class last).
+    select : {"gla", "own"}
+        Model selection of prompt tuning: the epoch with the best GLA accuracy on val (the
+        official rule) or with the prompt-tuned model's own val accuracy.
+    """
+
+    trainer: str = "features"
+    epochs: int = 40
+    lr: float = 2e-3
+    batch_size: int | None = None
+    coop_n_ctx: int = 16
+    select: str = "gla"
+
+    def __post_init__(self) -> None:
+        if self.trainer not in ("features", "images"):
+            raise ValueError(f"trainer: expected 'features' or 'images', got {self.trainer!r}")
+        if self.select not in ("gla", "own"):
+            raise ValueError(f"select: expected 'gla' or 'own', got {self.select!r}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs: expected at least 1, got {self.epochs}")
+
+
+# The official few-shot recipe (GLA.FS.public configs, rn50_ep50_shot*.yaml).
+PAPER_PROMPTS = PromptRecipe(trainer="images", epochs=50, lr=4e-4, batch_size=512)
+
+
+def run_few_shot(backbone: str, pretrained: str | None, datasets: Sequence[str], *,
+                 shots: Sequence[int] = (1, 2, 4, 8, 16), seeds: Sequence[int] = (1, 2, 3),
+                 settings: ProtocolSettings = ProtocolSettings(), prompts: PromptRecipe = PromptRecipe(),
+                 shifted: Mapping[str, Sequence[str]] | None = None, shifted_shots: Sequence[int] | None = None,
+                 config: RunConfig = RunConfig()):
+    """The few-shot protocol.
+
+    For every dataset, number of shots and seed: the k-shot train and val sets are drawn
+    as the reference code draws them (Dassl's order; GLA's split for ImageNet; a cached
+    split file when present); ``q`` and ``T_zs`` are estimated on train + val below 20
+    shots and on val otherwise; prompt tuning keeps the epoch with the best GLA accuracy
+    on val; ``T_ft`` is searched on val.
+
+    Parameters
+    ----------
+    backbone, pretrained : str
+    datasets : sequence of str
+    shots, seeds : sequences of int
+    settings : ProtocolSettings
+    prompts : PromptRecipe
+    shifted : mapping, optional
+        Dataset -> shifted test sets on which the models trained with ``shifted_shots``
+        (default: the most shots) are also evaluated (rows with ``split == "test:<set>"``).
+    config : RunConfig
+
+    Returns
+    -------
+    pandas.DataFrame
+        The tidy rows.
+    """
+    shifted = dict(shifted or {})
+    unknown = sorted(set(shifted) - set(datasets))
+    if unknown:
+        raise ValueError(f"shifted: {unknown} are not among the datasets {list(datasets)}")
+    bb = config.backbone(backbone, pretrained)
+    eval_shots = set(shifted_shots or [max(shots)])
+    rows = []
+    for name in datasets:
+        rows += _one_dataset(bb, backbone, pretrained, name, shots, seeds, settings, prompts,
+                             shifted.get(name, ()), eval_shots, config)
+    return results_frame(rows)
+
+
+def _one_dataset(bb, backbone, pretrained, name, shots, seeds, settings, prompts, shifted, eval_shots, config):
+    from ..data import dataset_entry
+
+    entry = dataset_entry(name)
+    pool_split = "train_full" if "train_full" in entry.splits else "train"  # GLA draws ImageNet from all of train
+    full = {"train": config.load(name, pool_split), "val": config.load(name, "val"), "test": config.load(name, "test")}
+    draws = {(k, seed): _draw(name, entry, full, k, seed, config) for k in shots for seed in seeds}
+    # Features of the drawn images only (ImageNet's pool is 1.28M images), cached by their exact list.
+    used = sorted({int(i) for tr, va, _ in draws.values() for i in torch.cat([tr, va]).tolist()})
+    pool = _pick(full, torch.tensor(used))
+    where = torch.full((len(full["train"]) + len(full["val"]),), -1, dtype=torch.long)
+    where[torch.tensor(used)] = torch.arange(len(used))
+    pool_feats = features(bb, pool, config)
+    feats_test = features(bb, full["test"], config)
+    classnames = full["train"].classnames
+    head = _head(bb, classnames, templates_of(full["train"], settings.templates), config)
+    template = prompt_tuning_template(name)
+    zs_test = zero_shot_logits(feats_test, head, bb.logit_scale)
+    y_test = full["test"].labels
+    labels_all = torch.cat([full["train"].labels, full["val"].labels])
+    extra_sets = [(sname, sdata, features(bb, sdata, config)) for sname, sdata in
+                  ((s, config.load(s, "test")) for s in shifted)]
+    rows = []
+    recipe = json.dumps(asdict(prompts), sort_keys=True)
+    for k in shots:
+        for seed in seeds:
+            torch.manual_seed(seed)
+            itr, iva, how = draws[(k, seed)]
+            f_tr, f_va = pool_feats[where[itr]], pool_feats[where[iva]]
+            tr = _Items(itr, labels_all[itr])
+            va = _Items(iva, labels_all[iva])
+            base = run_columns(backbone, pretrained, name, settings, shots=k, seed=seed, eval_set=name,
+                               sampling=how, source_prior="uniform", recipe=recipe)
+            # q and T_zs first: the official rule selects prompt tuning's epoch by GLA on val.
+            est_split = "train+val" if k < ESTIMATE_ON_TRAIN_BELOW else "val"
+            f_est = torch.cat([f_tr, f_va]) if k < ESTIMATE_ON_TRAIN_BELOW else f_va
+            y_est = torch.cat([tr.labels, va.labels]) if k < ESTIMATE_ON_TRAIN_BELOW else va.labels
+            zs_est = Outputs(zero_shot_logits(f_est, head, bb.logit_scale), y_est, est_split)
+            t_zs = fit_temperature(zs_est, settings, threshold=THRESHOLD_ZERO_SHOT)
+            prior = fit_prior(zs_est, settings, temperature=t_zs.temperature, temperature_converged=t_zs.converged)
+            zs_val = zero_shot_logits(f_va, head, bb.logit_scale)
+            base.update(prior.columns())
+            rows.append(score(base, Method.ZERO_SHOT, "test", zs_test, y_test))
+            probe, _ = linear_probe(f_tr, tr.labels, head.T * bb.logit_scale, val_features=f_va,
+                                    val_labels=va.labels, seed=seed)
+            with torch.no_grad():
+                rows.append(score(base, Method.LINEAR_PROBE, "test", probe(feats_test), y_test))
+            _choose_on("val", "the prompt-tuning epoch")
+            select = (gla_val_selector(zs_val, va.labels, prior.log_prior, t_zs.temperature,
+                                       temperature_method=settings.temperature_method)
+                      if prompts.select == "gla" else None)
+            coop, coop_hist = _train(CoOp(bb, classnames, n_ctx=prompts.coop_n_ctx, seed=seed), prompts, bb,
+                                     full, tr, va, f_tr, f_va, seed, None, config)
+            pt, pt_hist = _train(PromptResiduals(bb, classnames, template), prompts, bb, full, tr, va, f_tr, f_va,
+                                 seed, select, config)
+            with torch.no_grad():
+                coop_test, pt_val, pt_test = coop(feats_test), pt(f_va), pt(feats_test)
+            rows.append(score(base, Method.COOP, "test", coop_test, y_test, prompt_epoch=_best_epoch(coop_hist)))
+            rows.append(score(base, Method.PROMPT_TUNING, "test", pt_test, y_test, prompt_epoch=_best_epoch(pt_hist)))
+            t_ft = fit_temperature(Outputs(pt_val, va.labels, "val"), settings, threshold=THRESHOLD_FINE_TUNED)
+            temps = {"t_zs": t_zs.temperature, "t_zs_converged": t_zs.converged, "t_ft": t_ft.temperature,
+                     "t_ft_converged": t_ft.converged, "prompt_epoch": _best_epoch(pt_hist)}
+            rows.append(score(base, Method.ENSEMBLE, "test", pt_test / t_ft.temperature + zs_test / t_zs.temperature,
+                              y_test, **temps))
+            rows.append(score(base, Method.GLA, "test",
+                              gla_logits(zs_test, pt_test, prior.log_prior, zs_temperature=t_zs.temperature,
+                                         ft_temperature=t_ft.temperature), y_test, **temps))
+            if k not in eval_shots:
+                continue
+            for sname, sdata, sfeat in extra_sets:
+                sub = sdata.class_subset
+                ys = project_labels(sdata.labels, sub)
+                zs_s = zero_shot_logits(sfeat, head, bb.logit_scale)
+                with torch.no_grad():
+                    pt_s = pt(sfeat)
+                    models = {Method.ZERO_SHOT: zs_s, Method.LINEAR_PROBE: probe(sfeat), Method.COOP: coop(sfeat),
+                              Method.PROMPT_TUNING: pt_s,
+                              Method.ENSEMBLE: pt_s / t_ft.temperature + zs_s / t_zs.temperature,
+                              Method.GLA: gla_logits(zs_s, pt_s, prior.log_prior, zs_temperature=t_zs.temperature,
+                                                     ft_temperature=t_ft.temperature)}
+                for method, z in models.items():
+                    extra = temps if method in (Method.ENSEMBLE, Method.GLA) else {}
+                    rows.append(score({**base, "eval_set": sname}, method, f"test:{sname}",
+                                      project_logits(z.float(), sub), ys, **extra))
+    return rows
+
+
+@dataclass(frozen=True)
+class _Items:
+    """Few-shot items by global index (train pool first, then val) with their labels."""
+
+    index: torch.Tensor
+    labels: torch.Tensor
+
+
+def _indexed(data, offset: int):
+    """The same labels with each item replaced by its global index (for sampling by index)."""
+    from ..data import LabelledImages
+
+    return LabelledImages(torch.arange(len(data)) + offset, data.labels, data.classnames, data.templates,
+                          name=data.name, split=data.split)
+
+
+def _draw(name, entry, full, k, seed, config):
+    """Global indices of one few-shot draw (train, val) and how it was drawn: a cached split
+    file of CoOp or GLA when present, else the reference code's sampler."""
+    n_train = len(full["train"])
+    if entry.few_shot == "coop":
+        tr, va, how = sample_few_shot(name, _indexed(full["train"], 0), _indexed(full["val"], n_train), k, seed,
+                                      root=config.data_root, cached=_cached_split(full))
+        return torch.as_tensor(tr.images).long(), torch.as_tensor(va.images).long(), how
+    # GLA's ImageNet split draws train and val from the train pool and may match ImageNet-LT's
+    # val list by path: sample the real items and map them back by path.
+    tr, va, how = sample_few_shot(name, full["train"], full["val"], k, seed, root=config.data_root,
+                                  cached=_cached_split(full))
+    index = {p: i for i, p in enumerate(full["train"].images)}
+    return (torch.tensor([index[p] for p in tr.images]), torch.tensor([index[p] for p in va.images]), how)
+
+
+def _cached_split(full):
+    """The hook that reads CoOp's / GLA's cached split files (``split_fewshot/shot_{k}-seed_{s}.pkl``
+    next to the dataset's images) with :func:`gla.pickles.cached_few_shot_split`."""
+    import os
+    from pathlib import Path
+
+    from ..pickles import cached_few_shot_split
+
+    def lookup(*, name, train, val, shots, seed, root):
+        paths_tr, paths_va = full["train"].images, full["val"].images
+        if isinstance(paths_tr, torch.Tensor) or not len(paths_tr):
+            return None  # rendered images: no files, no cached split
+        image_root = Path(os.path.commonpath([*paths_tr, *paths_va]))
+        dataset_dir = next((d for d in [image_root, *image_root.parents][:4] if (d / "split_fewshot").is_dir()), None)
+        if dataset_dir is None:
+            return None
+        got = cached_few_shot_split(dataset_dir, shots, seed, paths_tr, paths_va, image_root,
+                                    train_labels=full["train"].labels.tolist(), val_labels=full["val"].labels.tolist())
+        if got is None:
+            return None
+        tr_idx, va_idx = got
+        if va_idx is None:  # a file with train only (CoOp's ImageNet): val drawn as CoOp draws it
+            va_idx = few_shot_indices(val.labels, min(shots, 4), seed)
+        how = f"cached:{dataset_dir.name}/split_fewshot/shot_{shots}-seed_{seed}.pkl"
+        return train.subset(tr_idx), val.subset(va_idx), how
+    return lookup
+
+
+def _pick(full, index: torch.Tensor):
+    """The image dataset of global indices (train pool items, then val items)."""
+
+    n_train = len(full["train"])
+    parts = []
+    for name, lo in (("train", 0), ("val", n_train)):
+        sel = index[(index >= lo) & (index < lo + len(full[name]))] - lo
+        if len(sel):
+            parts.append(full[name].subset(sel))
+    if len(parts) == 1:
+        return parts[0]
+    a, b = parts
+    images = torch.cat([a.images, b.images]) if isinstance(a.images, torch.Tensor) else list(a.images) + list(b.images)
+    return type(a)(images, torch.cat([a.labels, b.labels]), a.classnames, a.templates, name=a.name,
+                   split=f"{a.split}+{b.split}", class_subset=a.class_subset, meta=a.meta, crop_border=a.crop_border)
+
+
+def _best_epoch(history: list[dict]) -> int | None:
+    for h in reversed(history):
+        if "best_epoch" in h:
+            return int(h["best_epoch"])
+    return None
+
+
+def _train(learner, prompts: PromptRecipe, bb, full, tr, va, f_tr, f_va, seed, select, config):
+    if prompts.trainer == "images":
+        return train_prompts_end_to_end(learner, bb, _pick(full, tr.index), _pick(full, va.index),
+                                        epochs=prompts.epochs, lr=prompts.lr, batch_size=prompts.batch_size or 32,
+                                        select=select, seed=seed, progress=config.progress)
+    return train_prompts(learner, f_tr, tr.labels, f_va, va.labels, epochs=prompts.epochs, lr=prompts.lr,
+                         batch_size=prompts.batch_size, seed=seed, select=select)
