@@ -51,7 +51,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ._validation import ArrayLike, check_labels, check_logits
-from .prior import PriorEstimator, em_prior, mean_probability_prior, official_lagrangian_prior
+from .prior import PriorEstimator, em_prior, mean_probability_prior, newton_cg, official_lagrangian_prior
 from .temperature import search_temperature
 
 __all__ = [
@@ -275,8 +275,9 @@ def _moment_solve(z: torch.Tensor, pi: torch.Tensor, w: torch.Tensor, tol: float
     """Minimise ``F(theta) = sum_i w_i logsumexp(z_i - theta) + pi . theta`` (convex).
 
     ``dF/dtheta = pi - sum_i w_i softmax(z_i - theta)``: at the optimum the weighted mean
-    prediction of the debiased logits equals ``pi``. Damped Newton with conjugate gradients
-    on Hessian-vector products (never a K x K matrix); ``z`` is float, the rest float64.
+    prediction of the debiased logits equals ``pi``. Solved by the same damped Newton with
+    conjugate gradients as the exact estimator (:func:`gla.prior.newton_cg`, Hessian-vector
+    products, never a K x K matrix); ``z`` is float, the rest float64.
     Returns ``(theta, objective, grad_max_norm, n_iter)``.
     """
     zmax = z.max(dim=1, keepdim=True).values
@@ -302,54 +303,13 @@ def _moment_solve(z: torch.Tensor, pi: torch.Tensor, w: torch.Tensor, tol: float
         pv = (E @ (u * v)) / s
         return m * v - u * (E.T @ (w * pv / s))
 
-    theta = torch.zeros(z.shape[1], dtype=torch.float64, device=z.device)
-    f, st = state(theta)
-    g, m = grad(st)
-    gnorm, it = float(g.abs().max()), 0
-    while gnorm > tol and it < max_iter:
-        it += 1
-        prec = 1.0 / m.clamp_min(1e-300)
-        gn = float(g.norm())
-        cg_tol = min(0.5, math.sqrt(gn)) * gn
-        d = torch.zeros_like(g)
-        r = -g
-        zr = prec * r
-        p = zr.clone()
-        rz = float(r @ zr)
-        for _ in range(200):
-            hp = hvp(st, m, p)
-            php = float(p @ hp)
-            if php <= 0:
-                break
-            a = rz / php
-            d = d + a * p
-            r = r - a * hp
-            if float(r.norm()) <= cg_tol:
-                break
-            zr = prec * r
-            rz_new = float(r @ zr)
-            p = zr + (rz_new / rz) * p
-            rz = rz_new
-        slope = float(g @ d)
-        if not slope < 0:
-            d = -prec * g
-            slope = float(g @ d)
-        step = 1.0
-        while True:
-            f_new, st_new = state(theta + step * d)
-            if f_new <= f + 1e-4 * step * slope or step < 1e-10:
-                break
-            step *= 0.5
-        if not math.isfinite(f_new):
-            break
-        theta = theta + step * d
-        theta = theta - theta.mean()
-        f, st = f_new, st_new
-        g, m = grad(st)
-        gnorm = float(g.abs().max())
-        if step < 1e-10:
-            break
-    return theta, f, gnorm, it
+    class Problem:  # the interface of gla.prior's Newton-CG solver
+        pass
+
+    prob = Problem()
+    prob.state, prob.gradient, prob.hvp = state, grad, hvp
+    res = newton_cg(prob, torch.zeros(z.shape[1], dtype=torch.float64, device=z.device), tol, max_iter)
+    return res.theta, res.objective, res.grad_norm, res.n_iter
 
 
 def _stationary(C: torch.Tensor) -> tuple[torch.Tensor, float]:

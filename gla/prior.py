@@ -123,7 +123,15 @@ class _Result:
     converged: bool
 
 
-def _newton_cg(prob: _Problem, theta: torch.Tensor, tol: float, max_iter: int) -> _Result:
+def newton_cg(prob, theta: torch.Tensor, tol: float, max_iter: int) -> _Result:
+    """Damped Newton with preconditioned conjugate gradients on Hessian-vector products,
+    for the convex objectives of the prior estimators (never a K x K matrix).
+
+    ``prob`` has ``state(theta) -> (f, st)`` (``f = inf`` outside the domain),
+    ``gradient(st) -> (g, m)`` (``m``: the Hessian's diagonal part, the preconditioner) and
+    ``hvp(st, m, v)``. Stops when ``max|g| <= tol`` or after ``max_iter`` Newton steps; the
+    objective must be invariant to a constant shift of ``theta`` (it is re-centred).
+    """
     f, st = prob.state(theta)
     n_mv = 1
     g, m = prob.gradient(st)
@@ -268,7 +276,7 @@ class PriorEstimator:
             z = z.to(torch.float32)
         w = class_weights(y.to(z.device), k, self.balance)
         prob = _Problem(z, y.to(z.device), w, temperature)
-        res = _newton_cg(prob, torch.zeros(k, dtype=torch.float64, device=z.device), self.tol,
+        res = newton_cg(prob, torch.zeros(k, dtype=torch.float64, device=z.device), self.tol,
                          self.max_iter)
         log_prior = res.theta - torch.logsumexp(res.theta, dim=0)
         self.log_prior_ = log_prior
