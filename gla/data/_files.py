@@ -29,3 +29,19 @@ def list_images(folder: Path) -> list[Path]:
     """Image files of a folder (by extension), sorted, without hidden files."""
     return sorted(p for p in folder.iterdir()
                   if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file())
+
+
+def class_folder_images(name: str, root: Path, layout: str, folder: Path, classes: list[str]
+                        ) -> tuple[list[str], list[int]]:
+    """The images of ``folder/<class>/`` for each class in order, labelled by position;
+    a missing class folder is a layout error naming it."""
+    paths: list[str] = []
+    labels: list[int] = []
+    for y, c in enumerate(classes):
+        d = folder / c
+        if not d.is_dir():
+            raise layout_error(name, root, layout, d)
+        files = list_images(d)
+        paths += [str(p) for p in files]
+        labels += [y] * len(files)
+    return paths, labels

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ._files import layout_error, list_images, require, visible_dirs
+from ._files import class_folder_images, layout_error, list_images, require, visible_dirs
 from .classes import ClassGroups
 from .images import LabelledImages
 from .registry import DatasetEntry, data_root, register_dataset
@@ -142,14 +142,7 @@ def load_imagenet(split: str, *, root: str | os.PathLike | None, transform: Call
     sub = "val" if split == "test" else "train"
     folder = root / "imagenet" / "images" / sub
     require("imagenet", root, IMAGENET_LAYOUT, folder)
-    paths, labels = [], []
-    for y, w in enumerate(wnids):
-        d = folder / w
-        if not d.is_dir():
-            raise layout_error("imagenet", root, IMAGENET_LAYOUT, d)
-        files = list_images(d)
-        paths += [str(p) for p in files]
-        labels += [y] * len(files)
+    paths, labels = class_folder_images("imagenet", root, IMAGENET_LAYOUT, folder, wnids)
     holdout = 0
     if split in ("train", "val"):
         holdout = val_per_class
@@ -297,14 +290,7 @@ def load_objectnet(split: str, *, root: str | os.PathLike | None, transform: Cal
     folders, obj_names, groups = objectnet_mapping(root)
     images = root / "objectnet-1.0" / "images"
     require("objectnet", root, OBJECTNET_LAYOUT, images)
-    paths, labels = [], []
-    for y, f in enumerate(folders):
-        d = images / f
-        if not d.is_dir():
-            raise layout_error("objectnet", root, OBJECTNET_LAYOUT, d)
-        files = list_images(d)
-        paths += [str(p) for p in files]
-        labels += [y] * len(files)
+    paths, labels = class_folder_images("objectnet", root, OBJECTNET_LAYOUT, images, folders)
     if not paths:
         raise layout_error("objectnet", root, OBJECTNET_LAYOUT, images / "<folder>" / "*.png")
     return LabelledImages(paths, labels, imagenet_classnames(), zero_shot_templates("objectnet"), name="objectnet",
