@@ -456,9 +456,11 @@ def _datasets(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     width = max(len(r["name"]) for r in rows) + 2
+    kinds = max(len(r["kind"]) for r in rows) + 2
+    splits = max(len(",".join(r["splits"])) for r in rows) + 2
     for r in rows:
         what = r["role"] + (f": {r['description']}" if r["description"] else "")
-        print(f"{r['name']:<{width}}{r['kind']:<7}{','.join(r['splits']):<16}{what}")
+        print(f"{r['name']:<{width}}{r['kind']:<{kinds}}{','.join(r['splits']):<{splits}}{what}")
         if r["layout"]:
             print("\n".join(" " * width + ln for ln in r["layout"].splitlines()))
     if any(r["kind"] == "real" for r in rows):
