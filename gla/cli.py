@@ -61,7 +61,11 @@ def _usage() -> Iterator[None]:
 def _message(exc: BaseException) -> str:
     if isinstance(exc, KeyError) and exc.args:
         return str(exc.args[0])
-    return str(exc) or type(exc).__name__
+    text = str(exc) or type(exc).__name__
+    if "Original Traceback" in text:  # raised in a DataLoader worker: the worker's last line is the error
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        return lines[-1]
+    return text
 
 
 def _close(name: str, known: Sequence[str]) -> str:

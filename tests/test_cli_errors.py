@@ -184,3 +184,13 @@ def test_bad_world_settings_exit_2(capsys):
     assert main(["world", "info", "--name-prob", "1.5"]) == 2
     err = _one_message(capsys.readouterr().err)
     assert err.startswith("gla world info: error:") and "name_prob: expected a number in [0, 1], got 1.5" in err
+
+
+def test_an_error_raised_in_a_loader_worker_is_reported_by_its_last_line():
+    from gla.cli import _message
+
+    exc = RuntimeError("Caught ImageReadError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                       "last):\n  File \"x.py\", line 1, in f\ngla.data.images.ImageReadError: imagenet/train: cannot "
+                       "read image file /d/n1/1.JPEG (truncated)\n")
+    assert _message(exc) == ("gla.data.images.ImageReadError: imagenet/train: cannot read image file /d/n1/1.JPEG "
+                             "(truncated)")

@@ -146,6 +146,13 @@ def load_imagenet(split: str, *, root: str | os.PathLike | None, transform: Call
     holdout = 0
     if split in ("train", "val"):
         holdout = val_per_class
+        counts = torch.bincount(torch.tensor(labels), minlength=len(wnids))
+        few = [wnids[i] for i in torch.nonzero(counts < 2).flatten().tolist()]
+        if few:
+            raise ValueError(f"imagenet: the many-shot split holds out {val_per_class} training images per class as "
+                             f"val and needs at least 2 images in every class of {folder}; {len(few)} class(es) have "
+                             f"fewer: {', '.join(few[:5])}{' ...' if len(few) > 5 else ''} (the few-shot protocol "
+                             "reads 'train_full' and has no such need)")
         held = set(balanced_holdout(labels, val_per_class, seed))
         keep = [i for i in range(len(labels)) if (i in held) == (split == "val")]
         paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
