@@ -270,9 +270,44 @@ def run_notebooks(params: Mapping[str, Any] | str | os.PathLike | None, out_dir:
         lane_done, lane_failures = _run_lanes([[plan[s] for s in lane] for lane in lanes], out, jobs, keep_going)
         done += lane_done
         failures += lane_failures
+    write_results_archive(out)  # also after failures: the archive holds what the chapters wrote
     if failures:
         raise NotebookFailures(failures, out) from failures[0][1]
     return done
+
+
+ARCHIVE_NAME = "results.zip"
+TABLE_SUFFIXES = (".csv", ".json", ".tsv")
+
+
+def write_results_archive(out_dir: str | os.PathLike, name: str = ARCHIVE_NAME) -> Path:
+    """Write one zip archive of every table the chapters saved (``results/<chapter>/*.csv``,
+    ``.json``, ``.tsv``) to ``<out_dir>/<name>``, atomically; returns its path.
+
+    The book's "All results" page links it. Entries are named ``<chapter>/<file>`` and carry
+    a fixed date, so the same tables give the same archive, byte for byte.
+
+    Raises :class:`gla.errors.UsageError` when ``out_dir`` is not a folder.
+    """
+    import io
+    import zipfile
+
+    from .cache import _atomic
+
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise UsageError(f"results archive: expected the folder of executed notebooks, got {out}")
+    results = out / "results"
+    files = sorted(p for p in results.rglob("*") if p.is_file() and p.suffix in TABLE_SUFFIXES
+                   and not p.name.startswith(".")) if results.is_dir() else []
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for p in files:
+            info = zipfile.ZipInfo(p.relative_to(results).as_posix(), date_time=(2020, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, p.read_bytes())
+    return _atomic(out / name, lambda fh: fh.write(buf.getvalue()))
 
 
 class NotebookFailures(RunError):

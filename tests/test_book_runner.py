@@ -247,3 +247,35 @@ def test_book_build_assembles_pages_and_generated_notebooks(tmp_path, capsys):
     assert main(["book", "build", "--generated", str(tmp_path / "nothing"), "--pages", str(pages),
                  "--out", str(out)]) == 2
     assert "no executed notebooks" in capsys.readouterr().err
+
+
+def test_run_notebooks_writes_one_archive_of_every_table(tmp_path):
+    """`gla book run` leaves <out>/results.zip with each chapter's tables (not its figures),
+    named <chapter>/<file>, the same bytes for the same tables."""
+    import zipfile
+
+    from gla.book import write_results_archive
+
+    src = tmp_path / "src"
+    src.mkdir()
+    write_nb(src / "01_a.ipynb", "output_dir = 'unset'",
+             "import pathlib\np = pathlib.Path(output_dir)\np.mkdir(parents=True, exist_ok=True)\n"
+             "(p / 't.csv').write_text('a,b\\n1,2\\n')\n(p / 't.json').write_text('[]')\n"
+             "(p / 'f.svg').write_text('<svg/>')")
+    out = tmp_path / "out"
+    run_notebooks({}, out, notebooks_dir=src)
+    archive = out / "results.zip"
+    with zipfile.ZipFile(archive) as zf:
+        assert sorted(zf.namelist()) == ["01_a/t.csv", "01_a/t.json"]
+        assert zf.read("01_a/t.csv") == b"a,b\n1,2\n"
+    first = archive.read_bytes()
+    assert write_results_archive(out) == archive and archive.read_bytes() == first
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_results_archive_needs_a_folder(tmp_path):
+    from gla.book import write_results_archive
+    from gla.errors import UsageError
+
+    with pytest.raises(UsageError, match="folder of executed notebooks"):
+        write_results_archive(tmp_path / "missing")
