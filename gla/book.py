@@ -355,8 +355,34 @@ def _execute(src: Path, nb_params: dict[str, Any], out: Path, *, progress_bar: b
     print(f"[gla book] {src.name} -> {target}", flush=True)
     pm.execute_notebook(str(src), str(target), parameters=nb_params, kernel_name="python3",
                         cwd=str(out), progress_bar=progress_bar)
-    tidy_for_the_page(target)
+    tidy_for_the_page(target, machine_paths(out, nb_params))
     return target
+
+
+def machine_paths(out: Path, nb_params: Mapping[str, Any]) -> dict[str, str]:
+    """Folders of the building machine that may show in a notebook's printed output, and
+    what the page says instead: the output folder becomes ``.`` (links on the page are
+    relative to it), the cache ``<cache>``, the data root ``<data>``, the checkout
+    ``<checkout>`` and the home folder ``~``. Longest first, so a folder inside another is
+    replaced whole."""
+    names = {str(out.resolve()): ".", str(CHECKOUT_ROOT): "<checkout>", str(Path.home()): "~"}
+    for key, label in (("cache_dir", "<cache>"), ("data_root", "<data>")):
+        v = nb_params.get(key)
+        if isinstance(v, str) and v and Path(v).is_absolute():
+            names[str(Path(v))] = label
+            names[str(Path(v).resolve())] = label
+    names = {k: v for k, v in names.items() if k not in ("", "/")}
+    return dict(sorted(names.items(), key=lambda kv: -len(kv[0])))
+
+
+def _scrub(text: Any, replace: Mapping[str, str]) -> Any:
+    if isinstance(text, list):
+        return [_scrub(t, replace) for t in text]
+    if not isinstance(text, str):
+        return text
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    return text
 
 
 # Cells a reader of the book does not need: papermill's parameter cells (they hold paths of
@@ -365,12 +391,13 @@ def _execute(src: Path, nb_params: dict[str, Any], out: Path, *, progress_bar: b
 SETUP_CALL = "gla.notebook.setup("
 
 
-def tidy_for_the_page(path: str | os.PathLike) -> None:
+def tidy_for_the_page(path: str | os.PathLike, replace: Mapping[str, str] | None = None) -> None:
     """Prepare an executed notebook for the book, with Jupyter Book's cell tags: the
     ``parameters`` and ``injected-parameters`` cells are removed from the page
     (``remove-cell``), the set-up cell shows only its output (``remove-input``), and stderr
-    streams (progress bars, library warnings) are dropped from every output. The file is
-    rewritten atomically."""
+    streams (progress bars, library warnings) are dropped from every output. In the text
+    of the outputs that remain, every key of ``replace`` (folders of the building machine,
+    :func:`machine_paths`) becomes its value. The file is rewritten atomically."""
     import nbformat
 
     from .cache import atomic_write_text
@@ -388,6 +415,12 @@ def tidy_for_the_page(path: str | os.PathLike) -> None:
             cell.metadata["tags"] = list(dict.fromkeys(tags))
         cell.outputs = [o for o in cell.get("outputs", []) if not (o.get("output_type") == "stream"
                                                                     and o.get("name") == "stderr")]
+        for o in cell.outputs if replace else ():
+            if "text" in o:
+                o["text"] = _scrub(o["text"], replace)
+            for mime in ("text/plain", "text/html", "text/markdown", "text/latex"):
+                if mime in o.get("data", {}):
+                    o["data"][mime] = _scrub(o["data"][mime], replace)
     atomic_write_text(path, nbformat.writes(nb))
 
 

@@ -279,3 +279,29 @@ def test_results_archive_needs_a_folder(tmp_path):
 
     with pytest.raises(UsageError, match="folder of executed notebooks"):
         write_results_archive(tmp_path / "missing")
+
+
+def test_tidy_for_the_page_hides_parameters_and_the_machine_paths(tmp_path):
+    from gla.book import machine_paths, tidy_for_the_page
+
+    out = tmp_path / "out"
+    out.mkdir()
+    cache = tmp_path / "cache"
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(f"cache_dir = '{cache}'")
+    params.metadata["tags"] = ["injected-parameters"]
+    setup = nbformat.v4.new_code_cell("ctx = gla.notebook.setup(backbone)")
+    setup.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"cache {cache}/features, out {out}/results\n"),
+                     nbformat.v4.new_output("stream", name="stderr", text="UserWarning: careful\n"),
+                     nbformat.v4.new_output("display_data", data={"text/plain": f"'{out}/results/a.csv'"})]
+    nb.cells = [params, setup]
+    path = out / "a.ipynb"
+    nbformat.write(nb, str(path))
+    tidy_for_the_page(path, machine_paths(out, {"cache_dir": str(cache)}))
+    got = nbformat.read(str(path), as_version=4)
+    assert "remove-cell" in got.cells[0].metadata["tags"] and "remove-input" in got.cells[1].metadata["tags"]
+    outputs = got.cells[1].outputs
+    assert [o.get("name") for o in outputs] == ["stdout", None]  # stderr dropped
+    assert outputs[0].text == "cache <cache>/features, out ./results\n"
+    assert outputs[1].data["text/plain"] == "'./results/a.csv'"
+    assert str(tmp_path) not in nbformat.writes(got).replace(got.cells[0].source, "")
