@@ -362,11 +362,11 @@ def _execute(src: Path, nb_params: dict[str, Any], out: Path, *, progress_bar: b
 def machine_paths(out: Path, nb_params: Mapping[str, Any]) -> dict[str, str]:
     """Folders of the building machine that may show in a notebook's printed output, and
     what the page says instead: the output folder becomes ``.`` (links on the page are
-    relative to it), the cache ``<cache>``, the data root ``<data>``, the checkout
-    ``<checkout>`` and the home folder ``~``. Longest first, so a folder inside another is
+    relative to it), the cache ``[cache]``, the data root ``[data]``, the checkout
+    ``[checkout]`` and the home folder ``~``. Longest first, so a folder inside another is
     replaced whole."""
-    names = {str(out.resolve()): ".", str(CHECKOUT_ROOT): "<checkout>", str(Path.home()): "~"}
-    for key, label in (("cache_dir", "<cache>"), ("data_root", "<data>")):
+    names = {str(out.resolve()): ".", str(CHECKOUT_ROOT): "[checkout]", str(Path.home()): "~"}
+    for key, label in (("cache_dir", "[cache]"), ("data_root", "[data]")):
         v = nb_params.get(key)
         if isinstance(v, str) and v and Path(v).is_absolute():
             names[str(Path(v))] = label

@@ -83,16 +83,21 @@ def chapter_pages(site: Path) -> dict[str, str]:
 
 
 def glued(nb) -> dict:
-    """Values glued with ``myst_nb.glue`` in an executed notebook, by name (text/plain, evaluated)."""
+    """Values glued with ``myst_nb.glue`` in an executed notebook, by name (text/markdown as
+    it is, else text/plain evaluated)."""
     import ast
 
     values = {}
     for c in nb.cells:
         for o in c.get("outputs", []) if c.cell_type == "code" else []:
             scrap = o.get("metadata", {}).get("scrapbook", {})
-            mime = scrap.get("mime_prefix", "") + "text/plain"
-            if scrap.get("name") and mime in o.get("data", {}):
-                name, text = scrap["name"], o["data"][mime]
+            prefix, data = scrap.get("mime_prefix", ""), o.get("data", {})
+            mime = next((prefix + m for m in ("text/markdown", "text/plain") if prefix + m in data), None)
+            if scrap.get("name") and mime:
+                name, text = scrap["name"], data[mime]
+                if mime.endswith("markdown"):
+                    values[name] = text
+                    continue
                 try:
                     values[name] = ast.literal_eval(text)
                 except (ValueError, SyntaxError):

@@ -302,6 +302,6 @@ def test_tidy_for_the_page_hides_parameters_and_the_machine_paths(tmp_path):
     assert "remove-cell" in got.cells[0].metadata["tags"] and "remove-input" in got.cells[1].metadata["tags"]
     outputs = got.cells[1].outputs
     assert [o.get("name") for o in outputs] == ["stdout", None]  # stderr dropped
-    assert outputs[0].text == "cache <cache>/features, out ./results\n"
+    assert outputs[0].text == "cache [cache]/features, out ./results\n"
     assert outputs[1].data["text/plain"] == "'./results/a.csv'"
     assert str(tmp_path) not in nbformat.writes(got).replace(got.cells[0].source, "")
