@@ -19,7 +19,9 @@ the same results; lanes only avoid computing a shared result twice.
 Relative paths in a parameter file (``data_root``, ``cache_dir``, ``counts_file``, a
 checkpoint ``pretrained``, ...) resolve against the file's folder. With ``keep_going`` a
 failing notebook does not stop the others; every failure is reported at the end
-(:class:`NotebookFailures`). The notebooks and book pages are read from the checkout, or,
+(:class:`NotebookFailures`). After the last notebook, :func:`write_results_archive` puts
+every chapter's tables in one archive, ``<out>/results.zip``, which the book's "All
+results" page links. The notebooks and book pages are read from the checkout, or,
 in an installed package, from its package data (``gla/_book/``). :func:`build_book`
 assembles a book folder from the pages and a tree of executed notebooks and builds it
 with Jupyter Book.
