@@ -215,6 +215,20 @@ def save_figure(fig, out_dir: str | os.PathLike, name: str) -> Path:
     return svg
 
 
+def placeholder_figure(message: str, *, figsize: tuple[float, float] = (6.0, 1.2)):
+    """A figure that only states ``message``, saved where a chapter has no data for its
+    figure (e.g. the true prior of a real backbone), so that the page's numbered figure and
+    its download link still point at a file; returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    if not isinstance(message, str) or not message.strip():
+        raise ValueError(f"placeholder_figure: expected a non-empty message, got {message!r}")
+    fig, ax = plt.subplots(figsize=figsize)
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, transform=ax.transAxes)
+    return fig
+
+
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
     """Centred moving average that ignores NaN (classes absent from the test set)."""
     v = np.asarray(values, dtype=float)

@@ -137,3 +137,14 @@ def test_glue_direction_rejects_words_the_book_cannot_check(words):
 
 def test_direction_words_come_in_signed_sets():
     assert set(report.DIRECTION_WORDS.values()) == {-1, 0, 1}
+
+
+def test_placeholder_figure_states_its_message(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = report.placeholder_figure("The true prior is unknown.")
+    svg = report.save_figure(fig, tmp_path, "missing")
+    assert "The true prior is unknown." in svg.read_text() and (tmp_path / "missing.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="non-empty message"):
+        report.placeholder_figure("  ")
