@@ -180,10 +180,11 @@ def direction(value: float, positive: str = "higher", negative: str = "lower", z
 
 
 def glue_direction(key: str, value: float, positive: str = "higher", negative: str = "lower",
-                   zero: str = "the same", *, tol: float = DIRECTION_TOLERANCE) -> str:
+                   zero: str = "the same", *, tol: float = DIRECTION_TOLERANCE) -> None:
     """Glue (``myst_nb.glue``, not displayed) the number ``key`` and the word ``<key>_word``
     that states its direction (:func:`direction`), so a page can write
-    ``{glue:text}`<key>_word` ({glue:text}`<key>:+.1f` points)``; returns the word.
+    ``{glue:text}`<key>_word` ({glue:text}`<key>:+.1f` points)``. Returns nothing, so that
+    a call that ends a notebook cell prints nothing on the page.
 
     Every word must be in :data:`DIRECTION_WORDS` (the book's tests check it against the
     sign of the number); an unknown word is a ``ValueError``.
@@ -201,7 +202,6 @@ def glue_direction(key: str, value: float, positive: str = "higher", negative: s
     word = direction(value, positive, negative, zero, tol=tol)
     glue(key, float(value), display=False)
     glue(f"{key}_word", word, display=False)
-    return word
 
 
 def save_figure(fig, out_dir: str | os.PathLike, name: str) -> Path:
