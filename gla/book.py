@@ -19,7 +19,9 @@ the same results; lanes only avoid computing a shared result twice.
 Relative paths in a parameter file (``data_root``, ``cache_dir``, ``counts_file``, a
 checkpoint ``pretrained``, ...) resolve against the file's folder. With ``keep_going`` a
 failing notebook does not stop the others; every failure is reported at the end
-(:class:`NotebookFailures`). The notebooks and book pages are read from the checkout, or,
+(:class:`NotebookFailures`). After the last notebook, :func:`write_results_archive` puts
+every chapter's tables in one archive, ``<out>/results.zip``, which the book's "All
+results" page links. The notebooks and book pages are read from the checkout, or,
 in an installed package, from its package data (``gla/_book/``). :func:`build_book`
 assembles a book folder from the pages and a tree of executed notebooks and builds it
 with Jupyter Book.
@@ -270,9 +272,44 @@ def run_notebooks(params: Mapping[str, Any] | str | os.PathLike | None, out_dir:
         lane_done, lane_failures = _run_lanes([[plan[s] for s in lane] for lane in lanes], out, jobs, keep_going)
         done += lane_done
         failures += lane_failures
+    write_results_archive(out)  # also after failures: the archive holds what the chapters wrote
     if failures:
         raise NotebookFailures(failures, out) from failures[0][1]
     return done
+
+
+ARCHIVE_NAME = "results.zip"
+TABLE_SUFFIXES = (".csv", ".json", ".tsv")
+
+
+def write_results_archive(out_dir: str | os.PathLike, name: str = ARCHIVE_NAME) -> Path:
+    """Write one zip archive of every table the chapters saved (``results/<chapter>/*.csv``,
+    ``.json``, ``.tsv``) to ``<out_dir>/<name>``, atomically; returns its path.
+
+    The book's "All results" page links it. Entries are named ``<chapter>/<file>`` and carry
+    a fixed date, so the same tables give the same archive, byte for byte.
+
+    Raises :class:`gla.errors.UsageError` when ``out_dir`` is not a folder.
+    """
+    import io
+    import zipfile
+
+    from .cache import _atomic
+
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise UsageError(f"results archive: expected the folder of executed notebooks, got {out}")
+    results = out / "results"
+    files = sorted(p for p in results.rglob("*") if p.is_file() and p.suffix in TABLE_SUFFIXES
+                   and not p.name.startswith(".")) if results.is_dir() else []
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for p in files:
+            info = zipfile.ZipInfo(p.relative_to(results).as_posix(), date_time=(2020, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, p.read_bytes())
+    return _atomic(out / name, lambda fh: fh.write(buf.getvalue()))
 
 
 class NotebookFailures(RunError):
@@ -320,8 +357,34 @@ def _execute(src: Path, nb_params: dict[str, Any], out: Path, *, progress_bar: b
     print(f"[gla book] {src.name} -> {target}", flush=True)
     pm.execute_notebook(str(src), str(target), parameters=nb_params, kernel_name="python3",
                         cwd=str(out), progress_bar=progress_bar)
-    tidy_for_the_page(target)
+    tidy_for_the_page(target, machine_paths(out, nb_params))
     return target
+
+
+def machine_paths(out: Path, nb_params: Mapping[str, Any]) -> dict[str, str]:
+    """Folders of the building machine that may show in a notebook's printed output, and
+    what the page says instead: the output folder becomes ``.`` (links on the page are
+    relative to it), the cache ``[cache]``, the data root ``[data]``, the checkout
+    ``[checkout]`` and the home folder ``~``. Longest first, so a folder inside another is
+    replaced whole."""
+    names = {str(out.resolve()): ".", str(CHECKOUT_ROOT): "[checkout]", str(Path.home()): "~"}
+    for key, label in (("cache_dir", "[cache]"), ("data_root", "[data]")):
+        v = nb_params.get(key)
+        if isinstance(v, str) and v and Path(v).is_absolute():
+            names[str(Path(v))] = label
+            names[str(Path(v).resolve())] = label
+    names = {k: v for k, v in names.items() if k not in ("", "/")}
+    return dict(sorted(names.items(), key=lambda kv: -len(kv[0])))
+
+
+def _scrub(text: Any, replace: Mapping[str, str]) -> Any:
+    if isinstance(text, list):
+        return [_scrub(t, replace) for t in text]
+    if not isinstance(text, str):
+        return text
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    return text
 
 
 # Cells a reader of the book does not need: papermill's parameter cells (they hold paths of
@@ -330,12 +393,13 @@ def _execute(src: Path, nb_params: dict[str, Any], out: Path, *, progress_bar: b
 SETUP_CALL = "gla.notebook.setup("
 
 
-def tidy_for_the_page(path: str | os.PathLike) -> None:
+def tidy_for_the_page(path: str | os.PathLike, replace: Mapping[str, str] | None = None) -> None:
     """Prepare an executed notebook for the book, with Jupyter Book's cell tags: the
     ``parameters`` and ``injected-parameters`` cells are removed from the page
     (``remove-cell``), the set-up cell shows only its output (``remove-input``), and stderr
-    streams (progress bars, library warnings) are dropped from every output. The file is
-    rewritten atomically."""
+    streams (progress bars, library warnings) are dropped from every output. In the text
+    of the outputs that remain, every key of ``replace`` (folders of the building machine,
+    :func:`machine_paths`) becomes its value. The file is rewritten atomically."""
     import nbformat
 
     from .cache import atomic_write_text
@@ -353,6 +417,12 @@ def tidy_for_the_page(path: str | os.PathLike) -> None:
             cell.metadata["tags"] = list(dict.fromkeys(tags))
         cell.outputs = [o for o in cell.get("outputs", []) if not (o.get("output_type") == "stream"
                                                                     and o.get("name") == "stderr")]
+        for o in cell.outputs if replace else ():
+            if "text" in o:
+                o["text"] = _scrub(o["text"], replace)
+            for mime in ("text/plain", "text/html", "text/markdown", "text/latex"):
+                if mime in o.get("data", {}):
+                    o["data"][mime] = _scrub(o["data"][mime], replace)
     atomic_write_text(path, nbformat.writes(nb))
 
 

@@ -131,6 +131,79 @@ def mean_std_table(df: pd.DataFrame, index: str | Sequence[str], columns: str | 
     return text.unstack(list(np.atleast_1d(columns)))
 
 
+# Words that state a direction in the book's prose, with the sign of the number they
+# describe: +1 for a positive difference, -1 for a negative one, 0 for none. A word glued
+# as ``<key>_word`` beside the number ``<key>`` must agree with its sign (tests/test_book.py).
+DIRECTION_WORDS: dict[str, int] = {
+    "higher": 1, "lower": -1, "above": 1, "below": -1, "level with": 0, "the same": 0,
+    "a gain": 1, "a loss": -1, "no change": 0, "helps": 1, "hurts": -1, "does not change": 0,
+    "raises": 1, "lowers": -1, "leaves unchanged": 0, "grows": 1, "shrinks": -1, "stays the same": 0,
+    "more": 1, "less": -1, "larger": 1, "smaller": -1, "a gap": 1, "a reversed gap": -1, "no gap": 0,
+}
+DIRECTION_TOLERANCE = 0.05  # half a unit of the last digit the book shows (values printed with .1f)
+
+
+def direction(value: float, positive: str = "higher", negative: str = "lower", zero: str = "the same", *,
+              tol: float = DIRECTION_TOLERANCE) -> str:
+    """The word that states the direction of a signed difference, for prose that must not
+    contradict its numbers.
+
+    Parameters
+    ----------
+    value : float
+        The difference the sentence describes (e.g. GLA minus fine-tuned, in points).
+    positive, negative, zero : str
+        Words for ``value > tol``, ``value < -tol`` and ``|value| <= tol``.
+    tol : float
+        Differences up to ``tol`` in size count as none (default: half of the last digit a
+        ``.1f`` number shows, so "the same" goes with a printed ``+0.0``).
+
+    Returns
+    -------
+    str
+        One of ``positive``, ``negative``, ``zero``.
+
+    Raises
+    ------
+    ValueError
+        When ``value`` is not a finite number or ``tol`` is negative.
+    """
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"direction: expected a number, got {value!r}") from None
+    if not np.isfinite(v):
+        raise ValueError(f"direction: expected a finite number, got {v}")
+    if tol < 0:
+        raise ValueError(f"direction: tol must be >= 0, got {tol}")
+    return positive if v > tol else negative if v < -tol else zero
+
+
+def glue_direction(key: str, value: float, positive: str = "higher", negative: str = "lower",
+                   zero: str = "the same", *, tol: float = DIRECTION_TOLERANCE) -> None:
+    """Glue (``myst_nb.glue``, not displayed) the number ``key`` and the word ``<key>_word``
+    that states its direction (:func:`direction`), so a page can write
+    ``{glue:text}`<key>_word` ({glue:text}`<key>:+.1f` points)``. Returns nothing, so that
+    a call that ends a notebook cell prints nothing on the page.
+
+    Every word must be in :data:`DIRECTION_WORDS` (the book's tests check it against the
+    sign of the number); an unknown word is a ``ValueError``.
+    """
+    from myst_nb import glue
+
+    unknown = [w for w in (positive, negative, zero) if w not in DIRECTION_WORDS]
+    if unknown:
+        raise ValueError(f"glue_direction: {unknown} not in report.DIRECTION_WORDS; expected words from "
+                         f"{sorted(DIRECTION_WORDS)}")
+    signs = (DIRECTION_WORDS[positive], DIRECTION_WORDS[negative], DIRECTION_WORDS[zero])
+    if signs != (1, -1, 0):
+        raise ValueError(f"glue_direction: words {positive!r}, {negative!r}, {zero!r} have signs {signs}; "
+                         "expected a positive, a negative and a neutral word in that order")
+    word = direction(value, positive, negative, zero, tol=tol)
+    glue(key, float(value), display=False)
+    glue(f"{key}_word", word, display=False)
+
+
 def save_figure(fig, out_dir: str | os.PathLike, name: str) -> Path:
     """Save a matplotlib figure as SVG (line art for the page) and PNG in ``out_dir``;
     returns the SVG path."""
@@ -140,6 +213,20 @@ def save_figure(fig, out_dir: str | os.PathLike, name: str) -> Path:
     fig.savefig(svg, bbox_inches="tight")
     fig.savefig(out / f"{name}.png", dpi=150, bbox_inches="tight")
     return svg
+
+
+def placeholder_figure(message: str, *, figsize: tuple[float, float] = (6.0, 1.2)):
+    """A figure that only states ``message``, saved where a chapter has no data for its
+    figure (e.g. the true prior of a real backbone), so that the page's numbered figure and
+    its download link still point at a file; returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    if not isinstance(message, str) or not message.strip():
+        raise ValueError(f"placeholder_figure: expected a non-empty message, got {message!r}")
+    fig, ax = plt.subplots(figsize=figsize)
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, transform=ax.transAxes)
+    return fig
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:

@@ -69,6 +69,42 @@ def smoke_book(tmp_path_factory):
     return out, build, tmp / "site" / "_build" / "html"
 
 
+@pytest.fixture(scope="module")
+def built_site(smoke_book):
+    """The built smoke site (the build must have passed)."""
+    _, build, site = smoke_book
+    assert build.returncode == 0 and (site / "index.html").is_file(), build.stdout[-2000:] + build.stderr[-2000:]
+    return site
+
+
+def chapter_pages(site: Path) -> dict[str, str]:
+    """HTML of every chapter page (the executed notebooks), by stem."""
+    return {p.stem: p.read_text() for p in sorted((site / "generated").glob("*.html"))}
+
+
+def glued(nb) -> dict:
+    """Values glued with ``myst_nb.glue`` in an executed notebook, by name (text/markdown as
+    it is, else text/plain evaluated)."""
+    import ast
+
+    values = {}
+    for c in nb.cells:
+        for o in c.get("outputs", []) if c.cell_type == "code" else []:
+            scrap = o.get("metadata", {}).get("scrapbook", {})
+            prefix, data = scrap.get("mime_prefix", ""), o.get("data", {})
+            mime = next((prefix + m for m in ("text/markdown", "text/plain") if prefix + m in data), None)
+            if scrap.get("name") and mime:
+                name, text = scrap["name"], data[mime]
+                if mime.endswith("markdown"):
+                    values[name] = text
+                    continue
+                try:
+                    values[name] = ast.literal_eval(text)
+                except (ValueError, SyntaxError):
+                    values[name] = text
+    return values
+
+
 def test_every_notebook_is_covered():
     assert {p.stem for p in list_notebooks()} == set(EXPECTED)
 
@@ -155,13 +191,139 @@ def test_pages_open_in_headless_chromium(smoke_book, tmp_path):
         assert r["title"], f"{page} did not load"
         assert not r["broken"], f"{page}: images not found: {r['broken']}"
         assert r["empty_glue"] == 0 and r["errors"] == 0, f"{page}: {r}"
-    # Every figure the notebooks drew is an image on its page, and the glued numbers render.
+    # Every figure the notebooks show (a {figure} directive or an image output) is an image on
+    # its page, and the glued numbers render.
     expected = 0
     for nb_path in out.glob("*.ipynb"):
         nb = nbformat.read(str(nb_path), as_version=4)
         expected += sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
                         for o in c.get("outputs", []))
+        expected += sum(c.source.count("```{figure}") for c in nb.cells if c.cell_type == "markdown")
     figures = sum(r["images"] for p, r in results.items() if p.startswith("generated/"))
     glued = sum(r["glue"] for p, r in results.items() if p.startswith("generated/"))
     assert expected >= 9 and figures >= expected, (figures, expected)
     assert glued >= 20, glued
+
+
+# --------------------------------------------------------------------------- what a reader sees
+
+WARNING_TEXT = ("Warning", "warnings.warn", "IProgress", "No pretrained weights", "UserWarning", "FutureWarning",
+                "DeprecationWarning", "RuntimeWarning", "Traceback")
+
+
+def test_pages_show_no_path_of_the_building_machine(built_site, tmp_path_factory):
+    """The smoke book is executed and built in pytest's tmp folders and the cache lives
+    there too: none of those folders, nor the checkout's, may appear in any page."""
+    machine = {str(tmp_path_factory.getbasetemp()), str(tmp_path_factory.getbasetemp().resolve()), str(ROOT)}
+    for page in sorted(built_site.rglob("*.html")):
+        text = page.read_text()
+        leaked = [m for m in machine if m in text]
+        assert not leaked, f"{page.relative_to(built_site)} shows {leaked}"
+
+
+def test_no_warning_text_in_any_output(smoke_book):
+    """What a notebook prints on the page (every output of a cell not removed) holds no
+    warning or progress-bar text."""
+    out, _, _ = smoke_book
+    for nb_path in sorted(out.glob("*.ipynb")):
+        nb = nbformat.read(str(nb_path), as_version=4)
+        for c in nb.cells:
+            tags = set(c.metadata.get("tags", []))
+            if c.cell_type != "code" or {"remove-cell", "remove-output"} & tags:
+                continue
+            for o in c.get("outputs", []):
+                if o.get("output_type") == "error":
+                    continue  # test_notebook_outputs reports errors
+                texts = [o.get("text", "")] + [o.get("data", {}).get(m, "") for m in ("text/plain", "text/html")]
+                text = "".join("".join(t) if isinstance(t, list) else str(t) for t in texts)
+                found = [w for w in WARNING_TEXT if w in text]
+                assert not found, f"{nb_path.stem}: output shows {found}: {text[:300]}"
+
+
+def test_no_parameter_cell_is_visible(smoke_book, built_site):
+    out, _, _ = smoke_book
+    for nb_path in sorted(out.glob("*.ipynb")):
+        nb = nbformat.read(str(nb_path), as_version=4)
+        for c in nb.cells:
+            tags = set(c.metadata.get("tags", []))
+            if {"parameters", "injected-parameters"} & tags:
+                assert "remove-cell" in tags, f"{nb_path.stem}: a parameters cell is shown"
+    for stem, html in chapter_pages(built_site).items():
+        assert "tag_injected-parameters" not in html and "tag_parameters" not in html, stem
+        assert "# Parameters" not in html, f"{stem}: papermill's injected parameters are on the page"
+
+
+def test_every_figure_is_numbered_with_a_caption(built_site):
+    """Each image on a chapter page sits in a numbered figure whose caption says what to look at."""
+    import re
+
+    total = 0
+    for stem, html in chapter_pages(built_site).items():
+        figures = re.findall(r"<figure.*?</figure>", html, flags=re.S)
+        images = len(re.findall(r"<img ", html))
+        assert images == len(figures), f"{stem}: {images} images but {len(figures)} figures with captions"
+        for f in figures:
+            caption = re.search(r"<figcaption>(.*?)</figcaption>", f, flags=re.S)
+            assert caption, f"{stem}: a figure without a caption"
+            assert "caption-number" in caption.group(1), f"{stem}: an unnumbered figure"
+            words = re.sub(r"<[^>]+>", " ", caption.group(1)).split()
+            assert len(words) >= 8, f"{stem}: caption too short: {' '.join(words)}"
+            assert ".svg" in f, f"{stem}: a figure that is not SVG line art"
+        total += len(figures)
+    assert total >= 15, total
+
+
+def test_every_chapter_links_its_files_and_the_links_resolve(built_site):
+    import re
+
+    for stem, html in chapter_pages(built_site).items():
+        links = re.findall(r'<a class="reference download internal"[^>]*href="([^"]+)"', html)
+        assert links, f"{stem}: no download links"
+        assert any(h.endswith((".csv", ".json", ".tsv")) for h in links), f"{stem}: no table to download"
+        for href in links:
+            target = (built_site / "generated" / href).resolve()
+            assert target.is_file() and target.stat().st_size > 0, f"{stem}: {href} does not resolve"
+            assert "_downloads" in target.parts
+    results = (built_site / "results.html").read_text()
+    links = re.findall(r'<a class="reference download internal"[^>]*href="([^"]+)"', results)
+    assert [h for h in links if h.endswith("results.zip")], "the All results page does not link results.zip"
+    import zipfile
+
+    for href in links:
+        with zipfile.ZipFile(built_site / href) as zf:
+            names = zf.namelist()
+        assert any(n.startswith("03_many_shot/") and n.endswith(".csv") for n in names), names[:10]
+
+
+def test_direction_words_agree_with_their_numbers(smoke_book):
+    """Every word glued as ``<key>_word`` (report.glue_direction) states the direction of the
+    number glued as ``<key>``: "higher" only above zero, "lower" only below, "the same" only
+    for a difference too small to show."""
+    from gla.report import DIRECTION_TOLERANCE, DIRECTION_WORDS
+
+    out, _, _ = smoke_book
+    checked = set()
+    for nb_path in sorted(out.glob("*.ipynb")):
+        values = glued(nbformat.read(str(nb_path), as_version=4))
+        for key, word in values.items():
+            if not key.endswith("_word"):
+                continue
+            number = key.removesuffix("_word")
+            assert number in values, f"{nb_path.stem}: {key} glued without the number {number}"
+            assert word in DIRECTION_WORDS, f"{nb_path.stem}: {key} = {word!r} is not in report.DIRECTION_WORDS"
+            v, sign = float(values[number]), DIRECTION_WORDS[word]
+            ok = v > 0 if sign > 0 else v < 0 if sign < 0 else abs(v) <= DIRECTION_TOLERANCE
+            assert ok, f"{nb_path.stem}: {key} says {word!r} but {number} = {v}"
+            checked.add(f"{nb_path.stem}:{number}")
+    chapters = {c.split(":")[0] for c in checked}
+    assert {"01_label_bias", "02_estimating_the_prior", "03_many_shot"} <= chapters, sorted(checked)
+
+
+def test_chapter_01_says_label_bias_only_when_the_head_is_ahead(smoke_book):
+    out, _, _ = smoke_book
+    values = glued(nbformat.read(str(out / "01_label_bias.ipynb"), as_version=4))
+    verdict = values["label_bias_verdict"]
+    if values["zs_gap_word"] == "higher":
+        assert "shows what the paper calls label bias" in verdict
+    else:
+        assert "shows what the paper calls label bias" not in verdict and "paper" in verdict

@@ -247,3 +247,61 @@ def test_book_build_assembles_pages_and_generated_notebooks(tmp_path, capsys):
     assert main(["book", "build", "--generated", str(tmp_path / "nothing"), "--pages", str(pages),
                  "--out", str(out)]) == 2
     assert "no executed notebooks" in capsys.readouterr().err
+
+
+def test_run_notebooks_writes_one_archive_of_every_table(tmp_path):
+    """`gla book run` leaves <out>/results.zip with each chapter's tables (not its figures),
+    named <chapter>/<file>, the same bytes for the same tables."""
+    import zipfile
+
+    from gla.book import write_results_archive
+
+    src = tmp_path / "src"
+    src.mkdir()
+    write_nb(src / "01_a.ipynb", "output_dir = 'unset'",
+             "import pathlib\np = pathlib.Path(output_dir)\np.mkdir(parents=True, exist_ok=True)\n"
+             "(p / 't.csv').write_text('a,b\\n1,2\\n')\n(p / 't.json').write_text('[]')\n"
+             "(p / 'f.svg').write_text('<svg/>')")
+    out = tmp_path / "out"
+    run_notebooks({}, out, notebooks_dir=src)
+    archive = out / "results.zip"
+    with zipfile.ZipFile(archive) as zf:
+        assert sorted(zf.namelist()) == ["01_a/t.csv", "01_a/t.json"]
+        assert zf.read("01_a/t.csv") == b"a,b\n1,2\n"
+    first = archive.read_bytes()
+    assert write_results_archive(out) == archive and archive.read_bytes() == first
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_results_archive_needs_a_folder(tmp_path):
+    from gla.book import write_results_archive
+    from gla.errors import UsageError
+
+    with pytest.raises(UsageError, match="folder of executed notebooks"):
+        write_results_archive(tmp_path / "missing")
+
+
+def test_tidy_for_the_page_hides_parameters_and_the_machine_paths(tmp_path):
+    from gla.book import machine_paths, tidy_for_the_page
+
+    out = tmp_path / "out"
+    out.mkdir()
+    cache = tmp_path / "cache"
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(f"cache_dir = '{cache}'")
+    params.metadata["tags"] = ["injected-parameters"]
+    setup = nbformat.v4.new_code_cell("ctx = gla.notebook.setup(backbone)")
+    setup.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"cache {cache}/features, out {out}/results\n"),
+                     nbformat.v4.new_output("stream", name="stderr", text="UserWarning: careful\n"),
+                     nbformat.v4.new_output("display_data", data={"text/plain": f"'{out}/results/a.csv'"})]
+    nb.cells = [params, setup]
+    path = out / "a.ipynb"
+    nbformat.write(nb, str(path))
+    tidy_for_the_page(path, machine_paths(out, {"cache_dir": str(cache)}))
+    got = nbformat.read(str(path), as_version=4)
+    assert "remove-cell" in got.cells[0].metadata["tags"] and "remove-input" in got.cells[1].metadata["tags"]
+    outputs = got.cells[1].outputs
+    assert [o.get("name") for o in outputs] == ["stdout", None]  # stderr dropped
+    assert outputs[0].text == "cache [cache]/features, out ./results\n"
+    assert outputs[1].data["text/plain"] == "'./results/a.csv'"
+    assert str(tmp_path) not in nbformat.writes(got).replace(got.cells[0].source, "")

@@ -100,3 +100,51 @@ def test_estimator_bars_show_mean_and_spread():
     widths = sorted(round(p.get_width(), 6) for p in ax.patches)
     assert widths == [50.0, 60.0, 65.0, 70.0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["exact", "official"]
+
+
+def test_direction_takes_the_word_from_the_sign():
+    assert report.direction(1.2) == "higher" and report.direction(-0.3) == "lower"
+    assert report.direction(0.04) == "the same" and report.direction(-0.05) == "the same"  # prints as 0.0
+    assert report.direction(0.004, "above", "below", "level with", tol=0.001) == "above"
+    assert report.direction(-2, positive="helps", negative="hurts", zero="does not change") == "hurts"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "high", None])
+def test_direction_rejects_what_is_not_a_finite_number(bad):
+    with pytest.raises(ValueError, match="direction"):
+        report.direction(bad)
+
+
+def test_direction_rejects_a_negative_tolerance():
+    with pytest.raises(ValueError, match="tol"):
+        report.direction(1.0, tol=-1)
+
+
+def test_glue_direction_glues_the_number_and_its_word(monkeypatch):
+    import myst_nb
+
+    glued = {}
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: glued.__setitem__(name, value))
+    assert report.glue_direction("gain", -1.5, "above", "below", "level with") is None  # nothing shown
+    assert glued == {"gain": -1.5, "gain_word": "below"}
+
+
+@pytest.mark.parametrize("words", [("upwards", "lower", "the same"), ("lower", "higher", "the same")])
+def test_glue_direction_rejects_words_the_book_cannot_check(words):
+    with pytest.raises(ValueError, match="DIRECTION_WORDS|signs"):
+        report.glue_direction("x", 1.0, *words)
+
+
+def test_direction_words_come_in_signed_sets():
+    assert set(report.DIRECTION_WORDS.values()) == {-1, 0, 1}
+
+
+def test_placeholder_figure_states_its_message(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = report.placeholder_figure("The true prior is unknown.")
+    svg = report.save_figure(fig, tmp_path, "missing")
+    assert "The true prior is unknown." in svg.read_text() and (tmp_path / "missing.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="non-empty message"):
+        report.placeholder_figure("  ")
