@@ -33,6 +33,7 @@ HOLDS = "holds"
 DOES_NOT_HOLD = "does not hold"
 NOT_MEASURED = "not measured"
 VERDICTS = (HOLDS, DOES_NOT_HOLD, NOT_MEASURED)
+TIE = 1e-9  # points: differences this small are rounding (an exact tie computed two ways), not a gain
 
 COLUMNS = ("id", "claim", "chapter", "source", "published", "published_source", "measured", "unit", "verdict",
            "detail", "evidence")
@@ -90,10 +91,13 @@ class Claim:
     published: dict | None = None
 
     def verdict(self, value: float) -> str:
-        """``holds`` / ``does not hold`` for a measured number; ``not measured`` for NaN."""
+        """``holds`` / ``does not hold`` for a measured number; ``not measured`` for NaN.
+
+        Numbers within :data:`TIE` of zero count as a tie (no gain, but not a negative one).
+        """
         if value is None or not np.isfinite(value):
             return NOT_MEASURED
-        return HOLDS if (value > 0 if self.strict else value >= 0) else DOES_NOT_HOLD
+        return HOLDS if (value > TIE if self.strict else value >= -TIE) else DOES_NOT_HOLD
 
 
 # -- reading the chapters' tables ------------------------------------------------------

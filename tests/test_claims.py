@@ -123,6 +123,9 @@ def test_a_tie_is_no_gain_but_no_negative_gain():
     assert beats.verdict(0.0) == DOES_NOT_HOLD
     assert never_below.verdict(0.0) == HOLDS
     assert beats.verdict(float("nan")) == NOT_MEASURED
+    assert beats.verdict((0.1 + 0.2 - 0.3) * 100) == DOES_NOT_HOLD  # rounding is not a gain
+    assert never_below.verdict((0.1 + 0.2 - 0.3) * -100) == HOLDS
+    assert never_below.verdict(-0.01) == DOES_NOT_HOLD
 
 
 def test_missing_files_are_not_measured(tmp_path):
