@@ -43,10 +43,11 @@ import yaml
 from .errors import RunError, UsageError
 
 CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
-RESERVED = ("notebooks", "lanes")  # keys of a parameter file that are not notebook parameters
+RESERVED = ("notebooks", "lanes", "after_lanes")  # keys of a parameter file that are not notebook parameters
 # Parameters that name files or folders: relative values resolve against the parameter
 # file's folder (or the current folder for a mapping), never against the output folder.
-PATH_PARAMETERS = ("data_root", "cache_dir", "output_dir", "counts_file", "few_shot_csv", "prior_file")
+PATH_PARAMETERS = ("data_root", "cache_dir", "output_dir", "counts_file", "few_shot_csv", "prior_file",
+                   "results_root")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
 
@@ -169,22 +170,27 @@ def list_notebooks(notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR) -> list[Pat
     return sorted(Path(notebooks_dir).glob("*.ipynb"))
 
 
-def plan_lanes(stems: Sequence[str], lanes: Sequence[Sequence[str]] | None, jobs: int
-               ) -> tuple[list[str], list[list[str]]]:
-    """Split notebook stems into those run first, one after another, and parallel lanes.
+def plan_lanes(stems: Sequence[str], lanes: Sequence[Sequence[str]] | None, jobs: int,
+               after: Sequence[str] = ()) -> tuple[list[str], list[list[str]], list[str]]:
+    """Split notebook stems into those run first, one after another, parallel lanes, and
+    those run last, after every lane (``after``: chapters that read the others' results,
+    such as the claims chapter).
 
-    With ``jobs <= 1`` or no ``lanes`` everything runs first, in order. Otherwise stems
-    in no lane run first, then the lanes (restricted to ``stems``, each in its order).
+    With ``jobs <= 1`` or no ``lanes`` everything runs in order, the ``after`` stems last.
+    Otherwise stems in no lane run first, then the lanes (restricted to ``stems``, each in
+    its order), then ``after``.
     """
+    last = [s for s in after if s in set(stems)]
+    stems = [s for s in stems if s not in set(last)]
     if jobs <= 1 or not lanes:
-        return list(stems), []
+        return list(stems), [], last
     named = [s for lane in lanes for s in lane]
     repeated = sorted({s for s in named if named.count(s) > 1})
     if repeated:
         raise ValueError(f"lanes: {repeated} appear in more than one lane")
     wanted = set(stems)
     lanes_here = [[s for s in lane if s in wanted] for lane in lanes]
-    return [s for s in stems if s not in set(named)], [lane for lane in lanes_here if lane]
+    return [s for s in stems if s not in set(named)], [lane for lane in lanes_here if lane], last
 
 
 def run_notebooks(params: Mapping[str, Any] | str | os.PathLike | None, out_dir: str | os.PathLike, *,
@@ -253,11 +259,12 @@ def run_notebooks(params: Mapping[str, Any] | str | os.PathLike | None, out_dir:
     unknown = sorted(k for k in params if k not in RESERVED and k not in all_declared)
     if unknown:
         raise UsageError(f"params: {unknown} are declared by no notebook")
-    strangers = sorted({s for lane in params.get("lanes") or [] for s in lane} - known)
+    strangers = sorted(({s for lane in params.get("lanes") or [] for s in lane}
+                        | set(params.get("after_lanes") or [])) - known)
     if strangers:
         raise UsageError(f"lanes: no notebook named {strangers} in {nb_dir}")
     with _as_usage():
-        first, lanes = plan_lanes(list(plan), params.get("lanes"), jobs)
+        first, lanes, last = plan_lanes(list(plan), params.get("lanes"), jobs, params.get("after_lanes") or ())
     out.mkdir(parents=True, exist_ok=True)
     failures: list[tuple[str, BaseException]] = []
     done = []
@@ -272,6 +279,13 @@ def run_notebooks(params: Mapping[str, Any] | str | os.PathLike | None, out_dir:
         lane_done, lane_failures = _run_lanes([[plan[s] for s in lane] for lane in lanes], out, jobs, keep_going)
         done += lane_done
         failures += lane_failures
+    for stem in last:
+        if failures and not keep_going:
+            break
+        try:
+            done.append(_execute(*plan[stem], out, progress_bar=True))
+        except Exception as exc:
+            failures.append((stem, exc))
     write_results_archive(out)  # also after failures: the archive holds what the chapters wrote
     if failures:
         raise NotebookFailures(failures, out) from failures[0][1]

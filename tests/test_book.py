@@ -45,6 +45,8 @@ EXPECTED = {  # notebook -> files its output folder must hold, and columns of it
                                                    "mae_to_exact", "sum_q"})),
     "12_calibration": (["reliability.png", "reliability_bins.csv"],
                        ("calibration.csv", {"model", "top1", "ece", "mean_confidence"})),
+    "14_claims": (["claims.json", "environment.csv"],
+                  ("claims.csv", {"id", "claim", "chapter", "published", "published_source", "measured", "verdict"})),
     "13_real_frequencies": (["world_counts.json", "world_counts.tsv", "prior_vs_counts.png"],
                             ("prior_vs_counts.csv", {"classname", "count", "estimated_log_prior", "name_match"})),
 }
@@ -57,9 +59,10 @@ def smoke_book(tmp_path_factory):
     shutil.copy(ROOT / "_config.yml", tmp / "_config.yml")
     shutil.copytree(ROOT / "book", tmp / "book", ignore=shutil.ignore_patterns("generated*", "_build"))
     out = tmp / "book" / "generated"
-    lanes = load_params(NOTEBOOKS_DIR / "params" / "default.yaml")["lanes"]  # as `make book` runs them
+    shipped = load_params(NOTEBOOKS_DIR / "params" / "default.yaml")  # lanes as `make book` runs them
+    order = {k: shipped[k] for k in ("lanes", "after_lanes")}
     try:  # every notebook runs; each one's test below reports its own failure
-        run_notebooks({"smoke": True, "cache_dir": str(tmp_path_factory.mktemp("cache")), "lanes": lanes}, out,
+        run_notebooks({"smoke": True, "cache_dir": str(tmp_path_factory.mktemp("cache")), **order}, out,
                       jobs=2, keep_going=True)
     except NotebookFailures as exc:
         print(exc)
@@ -121,6 +124,8 @@ def test_notebook_outputs(smoke_book, stem):
         assert (folder / f).is_file() and (folder / f).stat().st_size > 0, f"{stem}: {f} missing"
     df = pd.read_csv(folder / table)
     assert len(df) and columns <= set(df.columns), f"{stem}: {table} has columns {list(df.columns)}"
+    if stem == "14_claims":  # it ran after every chapter it reads
+        assert (df.verdict != "not measured").all(), df[["id", "verdict"]]
 
 
 def test_book_builds_without_warnings(smoke_book):

@@ -50,18 +50,23 @@ def test_shipped_parameter_files_name_only_declared_parameters(params_file):
         declared = declared_parameters(nb)
         declared_anywhere |= set(declared)
         notebook_parameters(nb.stem, declared, params)  # raises on an unknown override
-    assert set(params) - {"notebooks", "lanes"} <= declared_anywhere
+    from gla.book import RESERVED
+
+    assert set(params) - set(RESERVED) <= declared_anywhere
     stems = {nb.stem for nb in list_notebooks()}
     assert set(params.get("notebooks") or {}) <= stems
-    assert {s for lane in params.get("lanes") or [] for s in lane} <= stems
+    assert {s for lane in params.get("lanes") or [] for s in lane} | set(params.get("after_lanes") or []) <= stems
 
 
 def test_plan_lanes():
     stems = ["00", "01", "02", "03", "04"]
-    assert plan_lanes(stems, [["01", "03"], ["02"]], jobs=1) == (stems, [])
-    assert plan_lanes(stems, None, jobs=2) == (stems, [])
-    assert plan_lanes(stems, [["01", "03"], ["02"]], jobs=2) == (["00", "04"], [["01", "03"], ["02"]])
-    assert plan_lanes(["00", "02"], [["01", "03"], ["02"]], jobs=2) == (["00"], [["02"]])
+    assert plan_lanes(stems, [["01", "03"], ["02"]], jobs=1) == (stems, [], [])
+    assert plan_lanes(stems, None, jobs=2) == (stems, [], [])
+    assert plan_lanes(stems, [["01", "03"], ["02"]], jobs=2) == (["00", "04"], [["01", "03"], ["02"]], [])
+    assert plan_lanes(["00", "02"], [["01", "03"], ["02"]], jobs=2) == (["00"], [["02"]], [])
+    # chapters that read the others' results run after every lane, with one job or several
+    assert plan_lanes(stems, [["01", "03"], ["02"]], jobs=2, after=["00"]) == (["04"], [["01", "03"], ["02"]], ["00"])
+    assert plan_lanes(stems, None, jobs=1, after=["00", "99"]) == (["01", "02", "03", "04"], [], ["00"])
     with pytest.raises(ValueError, match="more than one lane"):
         plan_lanes(stems, [["01"], ["01", "02"]], jobs=2)
 
