@@ -5,8 +5,9 @@ layout (book/reproduce.md, "Dataset layouts"; the readers' ``*_LAYOUT`` strings 
 ``gla/data``), with tiny solid-colour images (one colour per class) and the fewest images
 per class that the protocols accept:
 
-- ImageNet: all 1000 wnids under ``imagenet/images/{train,val}/<wnid>/`` (2 train images per
-  class: the many-shot hold-out keeps one and holds one out, GLA's 1-shot split takes 2);
+- ImageNet: all 1000 wnids under ``imagenet/images/{train,val}/<wnid>/`` (3 train images per
+  class: the many-shot hold-out keeps one and holds out two, as many as chapter 2's smoke
+  study draws per class; GLA's 1-shot split takes 2);
 - ImageNet-V2 (index folders), -Sketch (a subset of wnid folders), -A and -R (exactly their
   published 200 wnids), ObjectNet (images with a 2-pixel frame, the four mapping files);
 - CoOp's nine ``split_zhou_*.json`` datasets (3 classes each, class names with underscores)
@@ -84,7 +85,7 @@ def image(path: Path, cls: int, *, frame: bool = False) -> Path:
 
 # --------------------------------------------------------------------------- ImageNet family
 
-def write_imagenet(root: Path, train_per_class: int = 2, val_per_class: int = 1) -> None:
+def write_imagenet(root: Path, train_per_class: int = 3, val_per_class: int = 1) -> None:
     """``imagenet/images/{train,val}/<wnid>/`` with all 1000 wnids."""
     base = root / "imagenet" / "images"
     for y, w in enumerate(imagenet_wnids()):
