@@ -125,7 +125,7 @@ def write_objectnet(root: Path) -> None:
     (maps / "folder_to_objectnet_label.json").write_text(json.dumps({f: o for f, (o, _) in objects.items()}))
     (maps / "objectnet_to_imagenet_1k.json").write_text(json.dumps(
         {o: "; ".join(labels[i] for i in ids) for o, ids in objects.values() if ids}))
-    for y, (folder, (_, ids)) in enumerate(objects.items()):
+    for folder, (_, ids) in objects.items():
         for i in range(2):
             image(root / "objectnet-1.0" / "images" / folder / f"{i}.png", (ids or [999])[0], frame=True)
 

@@ -7,19 +7,21 @@ which mirrors ``notebooks/params/vit-b-16-openai.yaml``).
 
 The reduced model configs are registered in each notebook's kernel by an IPython startup
 file (``IPYTHONDIR``), the only way a config reaches a papermill kernel without code in
-the notebooks.
+the notebooks. The kernels get this checkout on ``PYTHONPATH`` (they run in the output
+folder, so a relative ``PYTHONPATH=.`` would give them another installed copy).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import nbformat
 import pandas as pd
 import pytest
-
 import real_layouts
+
 from gla.book import NotebookFailures, list_notebooks, run_notebooks
 from gla.data.coop import COOP
 
@@ -27,10 +29,6 @@ HERE = Path(__file__).resolve().parent
 PARAMS = HERE / "data" / "e2e-real.yaml"
 VIT, RN50 = "e2e-ViT-B-32", "e2e-RN50-quickgelu"
 SHIFTS = {"imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r", "objectnet"}
-
-
-def _rows(df, n=None):
-    return len(df) > 0 if n is None else len(df) == n
 
 
 # notebook -> [(table, required columns, check of the rows)]
@@ -87,6 +85,8 @@ def real_book(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("IPYTHONDIR", str(tmp / "ipython"))
         mp.setenv("OMP_NUM_THREADS", "2")
+        # The kernels run in the output folder: make them import this checkout's gla.
+        mp.setenv("PYTHONPATH", os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
         try:
             run_notebooks(tmp / "e2e-real.yaml", out, jobs=1, keep_going=True)
         except NotebookFailures as exc:
