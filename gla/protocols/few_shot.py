@@ -292,6 +292,7 @@ def _train(learner, prompts: PromptRecipe, bb, full, tr, va, f_tr, f_va, seed, s
     if prompts.trainer == "images":
         return train_prompts_end_to_end(learner, bb, _pick(full, tr.index), _pick(full, va.index),
                                         epochs=prompts.epochs, lr=prompts.lr, batch_size=prompts.batch_size or 32,
+                                        warmup_epochs=min(1, prompts.epochs - 1),  # 1 epoch (smoke): no warm-up
                                         select=select, seed=seed, progress=config.progress)
     return train_prompts(learner, f_tr, tr.labels, f_va, va.labels, epochs=prompts.epochs, lr=prompts.lr,
                          batch_size=prompts.batch_size, seed=seed, select=select)
