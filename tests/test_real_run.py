@@ -66,6 +66,8 @@ EXPECTED = {
     "12_calibration": [("calibration.csv", {"model", "top1", "ece", "mean_confidence"}, lambda df: len(df) == 5)],
     "13_real_frequencies": [("prior_vs_counts.csv", {"classname", "count", "estimated_log_prior", "name_match"},
                              lambda df: len(df) == 1000 and bool(df.name_match.all()))],
+    "14_claims": [("claims.csv", {"id", "claim", "measured", "verdict"},
+                   lambda df: (df.verdict != "not measured").all())],
 }
 
 
