@@ -267,25 +267,23 @@ def run_notebooks(params: Mapping[str, Any] | str | os.PathLike | None, out_dir:
         first, lanes, last = plan_lanes(list(plan), params.get("lanes"), jobs, params.get("after_lanes") or ())
     out.mkdir(parents=True, exist_ok=True)
     failures: list[tuple[str, BaseException]] = []
-    done = []
-    for stem in first:
-        if failures and not keep_going:
-            break
-        try:
-            done.append(_execute(*plan[stem], out, progress_bar=True))
-        except Exception as exc:
-            failures.append((stem, exc))
+    done: list[Path] = []
+
+    def one_after_another(stems):
+        for stem in stems:
+            if failures and not keep_going:
+                break
+            try:
+                done.append(_execute(*plan[stem], out, progress_bar=True))
+            except Exception as exc:
+                failures.append((stem, exc))
+
+    one_after_another(first)
     if lanes and (keep_going or not failures):
         lane_done, lane_failures = _run_lanes([[plan[s] for s in lane] for lane in lanes], out, jobs, keep_going)
         done += lane_done
         failures += lane_failures
-    for stem in last:
-        if failures and not keep_going:
-            break
-        try:
-            done.append(_execute(*plan[stem], out, progress_bar=True))
-        except Exception as exc:
-            failures.append((stem, exc))
+    one_after_another(last)  # chapters that read the others' results
     write_results_archive(out)  # also after failures: the archive holds what the chapters wrote
     if failures:
         raise NotebookFailures(failures, out) from failures[0][1]

@@ -1,6 +1,6 @@
 """Per-class concept counts in a pretraining corpus, read from the files people publish.
 
-Two public formats are read (GLA_NOTES section 6):
+Public formats are read (the per-class LAION counts published with their papers):
 
 - ``json``: a JSON object ``{"<concept>": <count>, ...}`` in class order, as in
   bethgelab/frequency_determines_performance (``search_counts/*_search_counts.json``;
