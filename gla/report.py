@@ -384,6 +384,52 @@ def estimator_bars(summary: pd.DataFrame, measures: Sequence[str] = ("debiased_t
     return ax
 
 
+ZIPF_MEASURES = {"spearman_estimated_true": "Spearman", "pearson_estimated_true": "Pearson", "bias_slope": "slope"}
+
+
+def zipf_sweep_figure(sweep: pd.DataFrame, zipf_offset: float):
+    """The Zipf sweep (:func:`gla.world.evaluate.zipf_sweep`): left, how the estimated log
+    prior relates to the true one (Spearman, Pearson, slope) against the law's exponent;
+    right, zero-shot top-1 on the head, tail and all classes by true frequency. Mean ±
+    std over world seeds."""
+    import matplotlib.pyplot as plt
+
+    names = {**ZIPF_MEASURES, "zero_shot_head": "head", "zero_shot_tail": "tail", "zero_shot_all": "all"}
+    long = sweep.melt(id_vars=["world_zipf_exponent", "world_seed"], var_name="measure", value_vars=list(names))
+    long["measure"] = long.measure.replace(names)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    plot_lines(long[long.measure.isin(ZIPF_MEASURES.values())], "world_zipf_exponent", "value", "measure",
+               ax=axes[0], percent=False, title="estimated vs true log prior")
+    axes[0].axhline(0, color="grey", lw=0.8)
+    plot_lines(long[long.measure.isin(["head", "tail", "all"])], "world_zipf_exponent", "value", "measure",
+               ax=axes[1], title="zero-shot top-1 (%) by true frequency")
+    for ax in axes:
+        ax.set_xlabel(f"exponent of the pretraining law (offset {zipf_offset:g})")
+        ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def planted_prior_figure(study: pd.DataFrame, recovered: torch.Tensor, planted: torch.Tensor, *,
+                         estimator: str = "exact", planted_name: str = "true^1"):
+    """The planted-prior study (:func:`gla.studies.planted_prior_study`): left, the
+    recovered log prior against the planted one, per class; right, the recovery error of
+    ``estimator`` against labelled images per class, one line per planted prior."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    plot_prior_scatter(recovered, planted, ax=axes[0], xlabel=f"planted log prior ({planted_name})",
+                       ylabel="recovered log prior")
+    plot_lines(study[study.id == estimator], "images_per_class", "error", "planted", ax=axes[1], percent=False,
+               title=f"recovery error, {estimator} estimator")
+    axes[1].set_xscale("log", base=2)
+    axes[1].set_xlabel("labelled images per class")
+    axes[1].set_ylabel("mean |error| of centred log q (nats)")
+    axes[1].legend()
+    fig.tight_layout()
+    return fig
+
+
 def per_class_table(outputs, methods: Sequence[str], *, true_log_prior: torch.Tensor | None = None) -> pd.DataFrame:
     """Per-class accuracy on the test split of :class:`gla.protocols.ManyShotOutputs`, with
     the estimated (and, when known, the true) log prior of each class."""

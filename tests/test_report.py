@@ -148,3 +148,24 @@ def test_placeholder_figure_states_its_message(tmp_path):
     assert "The true prior is unknown." in svg.read_text() and (tmp_path / "missing.png").stat().st_size > 0
     with pytest.raises(ValueError, match="non-empty message"):
         report.placeholder_figure("  ")
+
+
+def test_zipf_sweep_and_planted_prior_figures():
+    import matplotlib
+    import torch
+
+    matplotlib.use("Agg")
+    sweep = pd.DataFrame([{"world_zipf_exponent": a, "world_seed": s, "spearman_estimated_true": 0.1 * a,
+                           "pearson_estimated_true": 0.2, "bias_slope": 0.5, "zero_shot_head": 0.8,
+                           "zero_shot_tail": 0.4, "zero_shot_all": 0.6} for a in (2.0, 3.0) for s in (0, 1)])
+    fig = report.zipf_sweep_figure(sweep, 17)
+    left, right = fig.get_axes()
+    assert {t.get_text() for t in left.get_legend().get_texts()} == {"Spearman", "Pearson", "slope"}
+    assert {t.get_text() for t in right.get_legend().get_texts()} == {"head", "tail", "all"}
+    assert "offset 17" in left.get_xlabel()
+    study = pd.DataFrame([{"id": e, "planted": p, "images_per_class": k, "seed": 1, "error": 1.0 / k}
+                          for e in ("exact", "official") for p in ("true^1", "random") for k in (1, 4)])
+    fig = report.planted_prior_figure(study, torch.tensor([0.1, -0.1, 0.0]), torch.tensor([0.2, -0.2, 0.0]))
+    scatter, lines = fig.get_axes()
+    assert {t.get_text() for t in lines.get_legend().get_texts()} == {"true^1", "random"}
+    assert len(lines.get_lines()) >= 2 and lines.get_xscale() == "log"

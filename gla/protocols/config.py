@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -160,9 +160,3 @@ class RunConfig:
 
         return replace(recipe, precision=recipe.precision or self.precision,
                        num_workers=self.num_workers if recipe.num_workers is None else recipe.num_workers)
-
-    def describe(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["cache_dir"] = str(self.cache_dir)
-        d.pop("dataset_options")
-        return d
