@@ -473,8 +473,25 @@ def _run_lanes(lanes: list[list[tuple[Path, dict[str, Any]]]], out: Path, jobs: 
 
 # --------------------------------------------------------------------------- the HTML book
 
+def _write_run_pages(params: Mapping[str, Any] | str | os.PathLike | None, generated: Path, target: Path) -> None:
+    """Replace the world's pages by the run's own when ``params`` name a real backbone."""
+    if params is None:
+        return
+    from .pages import real_pages, serves_real_backbone
+
+    name = f"`{Path(params).name}`" if not isinstance(params, Mapping) else "its parameters"
+    mapping = load_params(params) if not isinstance(params, Mapping) else params
+    if not serves_real_backbone(mapping):
+        return
+    if target.resolve() == find_source_dir("book").resolve():
+        raise UsageError("out: a book for a real backbone is assembled in its own folder, not in the checkout's book/")
+    for page, text in real_pages(mapping, generated / "results", params_name=name).items():
+        (target / page).write_text(text)
+
+
 def build_book(generated: str | os.PathLike, out_dir: str | os.PathLike, *, book_dir: str | os.PathLike | None = None,
-               config: str | os.PathLike | None = None, strict: bool = True) -> Path:
+               config: str | os.PathLike | None = None, strict: bool = True,
+               params: Mapping[str, Any] | str | os.PathLike | None = None) -> Path:
     """Build the HTML book from executed notebooks; returns the ``html`` folder.
 
     Assembles ``<out_dir>/book`` from the book's pages (``book/`` of the checkout or the
@@ -482,6 +499,12 @@ def build_book(generated: str | os.PathLike, out_dir: str | os.PathLike, *, book
     notebooks copied to ``<out_dir>/book/generated`` (where the table of contents looks
     for them), puts ``_config.yml`` at ``<out_dir>``, and runs ``jupyter-book build``
     (Jupyter Book 1.x, warnings as errors with ``strict``) into ``<out_dir>/_build/html``.
+
+    ``params`` (the parameter file the notebooks ran with, or its mapping) decides whose
+    book it is: for an open_clip backbone the introduction, the "Beyond the paper" opening
+    and the "All results" page are written for that run (:mod:`gla.pages`: they name its
+    backbones and data and show the published numbers beside the measured ones); without
+    ``params``, or for the world, the pages of ``book/`` are used as they are.
 
     Raises :class:`gla.errors.UsageError` for a missing folder, and
     :class:`gla.errors.RunError` with the build's last output when the build fails.
@@ -511,6 +534,7 @@ def build_book(generated: str | os.PathLike, out_dir: str | os.PathLike, *, book
                 shutil.copy2(item, dest)
         if keep is None:
             shutil.copytree(gen, target / "generated", dirs_exist_ok=True)
+    _write_run_pages(params, gen, target)
     if cfg.resolve() != (out / "_config.yml").resolve():
         shutil.copy2(cfg, out / "_config.yml")
     jb = shutil.which("jupyter-book") or str(Path(sys.executable).parent / "jupyter-book")
