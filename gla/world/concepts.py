@@ -67,6 +67,20 @@ class WorldConfig:
         drawings and renditions too. The adversarial style is never seen in pretraining.
     seed : int
         Seed of the concepts, names, and frequency order.
+    generic_names, generic_prob : int, float
+        A mechanism studied in ``gla/world/README.md`` (off by default): ``generic_names``
+        hypernym-like names, each shared by the concepts of the rarer half that have the
+        same shape modulo ``generic_names``; a named caption of such a concept uses its
+        generic name instead of its own with probability ``generic_prob`` (the web calls a
+        rare bird "a bird").
+    template_variety : float
+        A mechanism studied in ``gla/world/README.md`` (0, off, by default): frequent
+        concepts are named in all caption templates, rare ones in fewer. The concept of
+        frequency rank ``r`` (0 = most frequent, of ``K``) keeps the first
+        ``max(1, round(T * (1 - template_variety * r / (K - 1))))`` of the ``T`` named
+        templates ordered from descriptive to generic, so at 1 the rarest concept is named
+        only in descriptive captions and never in the generic ones that zero-shot prompts
+        resemble ("a photo of a {name}.").
     """
 
     n_concepts: int = 100
@@ -76,6 +90,9 @@ class WorldConfig:
     name_prob: float = 0.5
     style_share: float = 0.0
     seed: int = 0
+    generic_names: int = 0
+    generic_prob: float = 0.0
+    template_variety: float = 0.0
 
     @classmethod
     def from_dict(cls, settings: dict) -> "WorldConfig":
@@ -84,8 +101,24 @@ class WorldConfig:
         ``zipf_offset`` 0 (Zipf's law), whatever today's default."""
         return cls(**{"zipf_offset": 0.0, **settings})
 
+    def settings(self) -> dict:
+        """The settings that define the world, as checkpoints and cache keys record them: the
+        mechanisms added later appear only when switched on, so the worlds made before them
+        keep their keys."""
+        d = asdict(self)
+        for name, off in _MECHANISMS_OFF.items():
+            if d[name] == off:
+                del d[name]
+        return d
+
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        return hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+_MECHANISMS_OFF = {"generic_names": 0, "generic_prob": 0.0, "template_variety": 0.0}
+# Named templates from descriptive to generic (the order `template_variety` cuts in): the
+# last two are the ones zero-shot prompts resemble.
+_NAMED_BY_GENERALITY = [2, 3, 5, 7, 4, 6, 1, 0]
 
 
 def _make_names(n: int, g: torch.Generator) -> list[str]:
@@ -110,6 +143,8 @@ class World:
     patterns: torch.Tensor = field(init=False)
     names: list[str] = field(init=False)  # primary name of each concept (the class name)
     alt_names: list[str] = field(init=False)
+    generic: list[str] = field(init=False)  # a rare concept's generic name ("" for none)
+    named_templates: list[list[str]] = field(init=False)  # the named templates each concept appears in
     prior: torch.Tensor = field(init=False)  # (K,) true pretraining prior, float64
 
     def __post_init__(self) -> None:
@@ -125,6 +160,11 @@ class World:
             raise ValueError(f"name_prob: expected a number in [0, 1], got {c.name_prob}")
         if not 0 <= c.style_share <= 1:
             raise ValueError(f"style_share: expected a number in [0, 1], got {c.style_share}")
+        if c.generic_names < 0 or not 0 <= c.generic_prob <= 0.75:
+            raise ValueError(f"generic_names, generic_prob: expected a count >= 0 and a probability in [0, 0.75], "
+                             f"got {c.generic_names}, {c.generic_prob}")
+        if not 0 <= c.template_variety <= 1:
+            raise ValueError(f"template_variety: expected a number in [0, 1], got {c.template_variety}")
         g = torch.Generator().manual_seed(c.seed)
         combo = torch.randperm(n_all, generator=g)[: c.n_concepts]
         n_c, n_p = len(COLOURS), len(PATTERNS)
@@ -138,6 +178,18 @@ class World:
         ranks[order] = torch.arange(1, c.n_concepts + 1, dtype=torch.float64)
         w = (ranks + c.zipf_offset) ** (-c.zipf_exponent)
         self.prior = w / w.sum()
+        # The mechanisms (drawn after everything above, so a world without them is unchanged).
+        self.generic = [""] * c.n_concepts
+        if c.generic_names:
+            taken = set(names)
+            words = [w + "x" if w in taken else w for w in _make_names(c.generic_names, g)]
+            for k in range(c.n_concepts):
+                if ranks[k] > c.n_concepts / 2:
+                    self.generic[k] = words[int(self.shapes[k]) % c.generic_names]
+        t = len(NAMED_TEMPLATES)
+        rank0 = (ranks - 1) / max(1, c.n_concepts - 1)
+        keep = torch.clamp(torch.round(t * (1 - c.template_variety * rank0)), min=1).long()
+        self.named_templates = [[NAMED_TEMPLATES[j] for j in sorted(_NAMED_BY_GENERALITY[: int(n)])] for n in keep]
 
     @property
     def n_concepts(self) -> int:
@@ -161,6 +213,7 @@ class World:
             words.update(syn)
         words.update(self.names)
         words.update(self.alt_names)
+        words.update(w for w in self.generic if w)
         vocab = sorted(words)
         if len(vocab) + 4 > VOCAB_SIZE:
             raise ValueError(f"the world's vocabulary ({len(vocab)} words) exceeds {VOCAB_SIZE - 4}")
@@ -177,8 +230,14 @@ class World:
             a = self.attributes(k)
             syn = [SYNONYMS[a[x]][int(r_tpl[i, j + 1]) % 2] for j, x in enumerate(("colour", "shape", "pattern"))]
             if r_named[i] < self.config.name_prob:
-                tpl = NAMED_TEMPLATES[int(r_tpl[i, 0]) % len(NAMED_TEMPLATES)]
-                name = self.alt_names[k] if r_alt[i] < 0.25 else self.names[k]
+                named = self.named_templates[k]
+                tpl = named[int(r_tpl[i, 0]) % len(named)]
+                if r_alt[i] < 0.25:
+                    name = self.alt_names[k]
+                elif self.generic[k] and r_alt[i] < 0.25 + self.config.generic_prob:
+                    name = self.generic[k]
+                else:
+                    name = self.names[k]
             else:
                 tpl = PLAIN_TEMPLATES[int(r_tpl[i, 0]) % len(PLAIN_TEMPLATES)]
                 name = ""

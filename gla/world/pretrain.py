@@ -82,7 +82,7 @@ def batch(world: World, step: int, batch_size: int, seed: int, tokenizer: WordTo
 
 
 def checkpoint_path(world_cfg: WorldConfig, cfg: PretrainConfig, cache_dir: str | os.PathLike) -> Path:
-    key = cache_key({"world": asdict(world_cfg), "pretrain": asdict(cfg), "version": WORLD_VERSION})
+    key = cache_key({"world": world_cfg.settings(), "pretrain": asdict(cfg), "version": WORLD_VERSION})
     return Path(cache_dir) / "world" / f"clip-{key}.pt"
 
 
@@ -162,7 +162,7 @@ def pretrain(world_cfg: WorldConfig = WorldConfig(), cfg: PretrainConfig = Pretr
         "state_dict": model.state_dict(),
         "vocabulary": vocabulary,
         "model": cfg.model,
-        "world_config": asdict(world_cfg),
+        "world_config": world_cfg.settings(),
         "pretrain_config": asdict(cfg),
         "timing": {"seconds": seconds, "images_per_second": cfg.steps * cfg.batch_size / max(seconds, 1e-9),
                    "threads": cfg.threads, "resumed_from_step": start},
