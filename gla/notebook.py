@@ -88,6 +88,12 @@ class Context:
         *head, last = lists
         return tuple(list(x)[:2] for x in head) + (list(last)[:1],)
 
+    @property
+    def seed_spread(self) -> dict[str, Any] | None:
+        """How far the headline numbers move across seeds, when the provider measured it
+        (the default world: ``gla/world/seed_spread.json``); None otherwise."""
+        return self.info.get("seed_spread")
+
     def true_log_prior(self, dataset: str):
         """The true pretraining log prior over a dataset's classes, when the provider knows
         it (the world does; for a real backbone it is unknown: None)."""

@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -202,6 +203,83 @@ def glue_direction(key: str, value: float, positive: str = "higher", negative: s
     word = direction(value, positive, negative, zero, tol=tol)
     glue(key, float(value), display=False)
     glue(f"{key}_word", word, display=False)
+
+
+#: How a metric of :func:`seed_spread_note` is named on the page, and its unit.
+SPREAD_METRICS: dict[str, tuple[str, str]] = {
+    "zero_shot": ("zero-shot top-1", "points"), "debiased": ("debiased zero-shot top-1", "points"),
+    "debiasing_gain": ("the gain of debiasing", "points"), "head_minus_tail": ("the head-minus-tail gap", "points"),
+    "spearman_estimated_true": ("the rank correlation of the estimate with the truth", ""),
+    "linear_probe": ("the linear probe", "points"), "fine_tuned": ("the fine-tuned model", "points"),
+    "fine_tuned_gain": ("fine-tuning's gain over zero-shot", "points"),
+}
+# Differences of two measured metrics (per seed) that a chapter may quote.
+_SPREAD_DIFFERENCES = {"debiasing_gain": ("debiased", "zero_shot"), "fine_tuned_gain": ("fine_tuned", "zero_shot")}
+
+
+def seed_spread_note(spread: Mapping[str, Any] | None, metrics: Sequence[str], *, unmeasured: Sequence[str] = ()
+                     ) -> str:
+    """One sentence that says how far a chapter's single-seed numbers move across seeds.
+
+    Parameters
+    ----------
+    spread : mapping or None
+        ``{"seeds": [...], "values": {metric: [one value per seed]}, "source": str}`` (the
+        world's ``seed_spread.json``, from :attr:`gla.notebook.Context.seed_spread`), or
+        None when no spread was measured (a real backbone).
+    metrics : sequence of str
+        Keys of :data:`SPREAD_METRICS` the chapter quotes; ``debiasing_gain`` and
+        ``fine_tuned_gain`` are computed per seed from their two metrics.
+    unmeasured : sequence of str
+        Names of quoted numbers whose spread was not measured (said so, not guessed).
+
+    Returns
+    -------
+    str
+        Markdown: the standard deviation and the range over the seeds of each metric, or,
+        without ``spread``, that the numbers are one run's.
+    """
+    if not spread or not metrics:
+        if spread and unmeasured:
+            return (f"These are one seed's numbers; the spread of {_join(list(unmeasured))} over the world's seeds "
+                    "has not been measured (gla/world/README.md gives it for zero-shot and fine-tuned accuracy).")
+        return ("These numbers come from one run (one seed); their spread over seeds was not measured here, so "
+                "read differences of a point or less with care.")
+    values = dict(spread["values"])
+    for name, (a, b) in _SPREAD_DIFFERENCES.items():
+        if a in values and b in values:
+            values[name] = [x - y for x, y in zip(values[a], values[b])]
+    parts = []
+    for m in metrics:
+        if m not in SPREAD_METRICS or m not in values:
+            raise ValueError(f"seed_spread_note: no spread for {m!r}; expected one of {sorted(SPREAD_METRICS)}")
+        label, unit = SPREAD_METRICS[m]
+        v = np.asarray(values[m], dtype=float)
+        digits = 1 if unit else 2
+        u = f" {unit}" if unit else ""
+        parts.append(f"{label} moves by ± {v.std(ddof=1):.{digits}f}{u} "
+                     f"(from {v.min():.{digits}f} to {v.max():.{digits}f})")
+    seeds = _join([str(s) for s in spread["seeds"]])
+    text = (f"These are one seed's numbers. Across the world's seeds {seeds} ({spread['source']}; ± is the "
+            f"standard deviation), {_join(parts)}.")
+    if unmeasured:
+        text += f" The spread of {_join(list(unmeasured))} over seeds has not been measured."
+    return text
+
+
+def glue_seed_note(key: str, spread: Mapping[str, Any] | None, metrics: Sequence[str], *,
+                   unmeasured: Sequence[str] = ()) -> None:
+    """Glue :func:`seed_spread_note` as Markdown under ``key`` (not displayed), for a
+    chapter's reading to show with ``{glue:md}`<key>```."""
+    from IPython.display import Markdown
+    from myst_nb import glue
+
+    glue(key, Markdown(seed_spread_note(spread, metrics, unmeasured=unmeasured)), display=False)
+
+
+def _join(items: Sequence[str]) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def save_figure(fig, out_dir: str | os.PathLike, name: str) -> Path:

@@ -169,3 +169,24 @@ def test_zipf_sweep_and_planted_prior_figures():
     scatter, lines = fig.get_axes()
     assert {t.get_text() for t in lines.get_legend().get_texts()} == {"true^1", "random"}
     assert len(lines.get_lines()) >= 2 and lines.get_xscale() == "log"
+
+
+def test_seed_spread_note_gives_the_spread_of_each_quoted_number():
+    from gla.report import seed_spread_note
+    from gla.world.book import seed_spread
+
+    spread = {"seeds": [0, 1, 2], "source": "a benchmark", "values": {"zero_shot": [60.0, 62.0, 64.0],
+                                                                      "debiased": [63.0, 64.0, 68.0]}}
+    text = seed_spread_note(spread, ["zero_shot", "debiasing_gain"], unmeasured=["GLA"])
+    assert "seeds 0, 1 and 2 (a benchmark" in text
+    assert "zero-shot top-1 moves by ± 2.0 points (from 60.0 to 64.0)" in text
+    assert "the gain of debiasing moves by ± 1.0 points (from 2.0 to 4.0)" in text  # per seed: 3, 2, 4
+    assert text.endswith("The spread of GLA over seeds has not been measured.")
+    assert "one run" in seed_spread_note(None, ["zero_shot"])  # a real backbone: no spread measured
+    assert "has not been measured" in seed_spread_note(spread, [], unmeasured=["the shifts"])
+    with pytest.raises(ValueError, match="no spread for 'fine_tuned'"):
+        seed_spread_note(spread, ["fine_tuned"])
+    # The world's shipped measurements (gla/world/README.md, "Measurements over seeds").
+    world = seed_spread()
+    assert world["values"]["zero_shot"] == [59.6, 62.5, 61.0]
+    assert "± 1.5 points (from 59.6 to 62.5)" in seed_spread_note(world, ["zero_shot"])

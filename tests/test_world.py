@@ -112,6 +112,35 @@ def test_captions_mix_names_and_attributes():
     assert len(set(caps)) > 20
 
 
+def test_caption_mechanisms_are_off_by_default_and_do_what_they_say():
+    """The two mechanisms of the prior study (gla/world/README.md): off, the world and its
+    captions are the ones every checkpoint was made with; on, rare concepts share generic
+    names, and are named only in descriptive templates."""
+    base = WorldConfig()
+    off = World(base)
+    assert "template_variety" not in base.settings() and "generic_names" not in base.settings()
+    assert base.key() == WorldConfig(generic_names=0, generic_prob=0.0, template_variety=0.0).key()
+    assert all(t == list(gla.world.concepts.NAMED_TEMPLATES) for t in off.named_templates)
+    on = World(WorldConfig(generic_names=4, generic_prob=0.5, template_variety=1.0))
+    assert on.names == off.names and torch.equal(on.prior, off.prior)  # the same world otherwise
+    assert WorldConfig(template_variety=1.0).key() != base.key()
+    rank = torch.argsort(torch.argsort(-on.prior))  # 0 = most frequent
+    rare = [k for k in range(100) if rank[k] >= 50]
+    assert {k for k in range(100) if on.generic[k]} == set(rare) and len({on.generic[k] for k in rare}) == 4
+    head, tail = int(torch.argmin(rank)), int(torch.argmax(rank))
+    assert len(on.named_templates[head]) == 8 and on.named_templates[tail] == ["{name}, a {col} {shape}."]
+    g = torch.Generator().manual_seed(0)
+    caps = on.captions(torch.full((400,), tail, dtype=torch.long), g)
+    generic = sum(on.generic[tail] in c.split() or on.generic[tail] + "," in c.split() for c in caps)
+    assert 50 < generic < 150  # about name_prob x generic_prob of the captions
+    assert not any(c.startswith("a photo of a " + on.names[tail]) for c in caps)
+    assert on.generic[tail] in on.vocabulary()
+    with pytest.raises(ValueError, match="template_variety"):
+        World(WorldConfig(template_variety=1.5))
+    with pytest.raises(ValueError, match="generic_prob"):
+        World(WorldConfig(generic_names=2, generic_prob=0.9))
+
+
 def test_tasks_are_balanced_and_deterministic():
     w = World(WorldConfig())
     s1 = make_split(w, "world-shapes", "test")

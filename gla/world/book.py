@@ -56,9 +56,22 @@ def prepare(pretrained: str | None, *, smoke: bool = False, cache_dir: str | os.
         recipe = replace(recipe, epochs=1, warmup_steps=5)
     options = {"world": wcfg, **({"scale": 0.1} if smoke else {})}
     info = {"world": wcfg,
+            "seed_spread": seed_spread() if wcfg == WorldConfig(seed=world_seed) else None,
             "true_log_prior": lambda dataset: true_log_prior(wcfg, dataset),
             "corpus_counts": lambda dataset: checkpoint_corpus_counts(pretrained, dataset)}
     return Prepared(str(pretrained), options, recipe, PromptRecipe(trainer="features", coop_n_ctx=4), WORLD_NOTE, info)
+
+
+SEED_SPREAD_FILE = Path(__file__).resolve().parent / "seed_spread.json"
+
+
+def seed_spread() -> dict[str, Any]:
+    """How far the default world's headline numbers move across world seeds: ``values``
+    (metric -> one value per seed of ``seeds``) and ``source`` (``seed_spread.json``, copied
+    from the measurements in ``gla/world/README.md``)."""
+    import json
+
+    return json.loads(SEED_SPREAD_FILE.read_text())
 
 
 def true_log_prior(world: WorldConfig, dataset: str) -> torch.Tensor | None:
