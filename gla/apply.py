@@ -2,8 +2,8 @@
 
 For users of another evaluation harness: bring the zero-shot and fine-tuned logits of the
 same test images (and their labels) as ``.pt`` or ``.npy`` files, a prior (a file, or a
-class-balanced validation split to estimate it on) and, for the long-tail protocol, the
-training counts per class; get the protocol's rows as a tidy table.
+class-balanced validation split to estimate it on) and, for the long-tail experiment, the
+training counts per class; get the experiment's rows as a tidy table.
 
 - many-shot (the paper's Sec. 4.1 ImageNet table): zero-shot, zero-shot ``- log q``,
   fine-tuned, the output ensemble and GLA ``f_zs + f_ft - log q`` (``- log p_s`` when
@@ -15,6 +15,14 @@ training counts per class; get the protocol's rows as a tidy table.
   prior estimated at ``T_zs``.
 - long-tail (Sec. 4.3): adds fine-tuned ``- log p_s`` and groups many (> 100 training
   images) / medium (20 to 100) / few (< 20), each the mean of per-class accuracies.
+
+The prior, when not given, and the few-shot temperatures are fitted on the validation
+split under the chosen procedure, as :mod:`gla.protocols` fits them (``--protocol``):
+``paper`` (default) follows the official GLA code, its 1000-step Lagrangian prior solver and
+regula-falsi temperature search (``trainers/util.py``, ``pp_solver`` and ``search_T``;
+thresholds 0.1 percentage points for the zero-shot model, 1.0 for the fine-tuned one,
+``trainers/gla.py``); ``exact`` uses the exact prior and a converged bisection. Every row
+records the procedure (``protocol``) and the experiment (``experiment``).
 
 A prior file is a torch file holding a dict with key ``"q"`` (the official ``q.pt``:
 1000 values that sum to about 0.804) or a plain tensor, a ``.npy`` vector, or the JSON
@@ -30,6 +38,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -37,8 +46,9 @@ import torch
 from . import metrics
 from .adjust import debias, ensemble_logits, gla_logits, log_prior_from_counts, logit_adjust
 from .errors import UsageError
-from .prior import PriorEstimator
-from .temperature import search_temperature
+
+if TYPE_CHECKING:
+    from .protocols.config import ProtocolSettings
 
 PROTOCOLS = ("many-shot", "few-shot", "long-tail")
 _KEYS = {"logits": ("logits", "zs_logits", "ft_logits", "scores"), "labels": ("labels", "targets", "y"),
@@ -193,27 +203,43 @@ def _row(base: dict, method: str, logits: torch.Tensor, labels: torch.Tensor, *,
     return row
 
 
-def apply_protocol(protocol: str, zs: torch.Tensor, ft: torch.Tensor, labels: torch.Tensor, *,
-                   prior: PriorFile | None = None, zs_val: torch.Tensor | None = None,
-                   ft_val: torch.Tensor | None = None, labels_val: torch.Tensor | None = None,
-                   train_counts: torch.Tensor | None = None, t_zs: float | None = None, t_ft: float | None = None,
+def apply_protocol(which: str, zs: torch.Tensor, ft: torch.Tensor, labels: torch.Tensor, *,
+                   protocol: ProtocolSettings | str = "paper", prior: PriorFile | None = None,
+                   zs_val: torch.Tensor | None = None, ft_val: torch.Tensor | None = None,
+                   labels_val: torch.Tensor | None = None, train_counts: torch.Tensor | None = None,
+                   t_zs: float | None = None, t_ft: float | None = None,
                    sources: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """The rows of one protocol from saved logits.
+    """The rows of one experiment from saved logits, under the ``paper`` or ``exact`` procedure.
+
+    The prior and the temperatures are fitted as the protocols of :mod:`gla.protocols` fit
+    them (:func:`gla.protocols.fit_prior`, :func:`gla.protocols.fit_temperature`):
+    ``protocol="paper"`` follows the official GLA code, its 1000-step Lagrangian prior
+    solver (``trainers/util.py``, ``pp_solver``; :func:`gla.official_lagrangian_prior`,
+    whose ``q`` is normalised afterwards, its raw sum reported as ``prior_sum``) and its
+    regula-falsi temperature search (``trainers/util.py``, ``search_T``) to within 0.1
+    percentage points for the zero-shot model and 1.0 for the fine-tuned one
+    (``trainers/gla.py``); ``protocol="exact"`` uses the exact prior
+    (:class:`gla.PriorEstimator`) and a converged bisection (:func:`gla.search_temperature`).
 
     Parameters
     ----------
-    protocol : {"many-shot", "few-shot", "long-tail"}
+    which : {"many-shot", "few-shot", "long-tail"}
+        The experiment: the paper's Sec. 4.1, 4.2 or 4.3 (the ``experiment`` column).
     zs, ft : (N, K) tensors
         Zero-shot and fine-tuned logits of the same test images.
     labels : (N,) integer tensor
         Test labels (used for scoring only).
+    protocol : ProtocolSettings or {"paper", "exact"}
+        The procedure (default ``"paper"``, as ``gla run`` and the notebooks). Of a
+        :class:`gla.protocols.ProtocolSettings`, ``protocol`` and ``prior_file`` are used
+        (``prior`` takes precedence over ``prior_file``).
     prior : PriorFile, optional
-        A prior from :func:`load_prior_file`; otherwise it is estimated with
-        :class:`gla.PriorEstimator` on ``zs_val`` / ``labels_val`` (a class-balanced
-        validation split, never the test split).
+        A prior from :func:`load_prior_file`, used instead of estimating one; otherwise it
+        is estimated with the protocol's estimator on ``zs_val`` / ``labels_val`` (a
+        class-balanced validation split, never the test split).
     zs_val, ft_val, labels_val : optional
         Validation logits and labels: the prior's estimation set, and (few-shot) where
-        ``T_zs`` and ``T_ft`` are searched (:func:`gla.search_temperature`).
+        ``T_zs`` and ``T_ft`` are searched with the protocol's search.
     train_counts : (K,) tensor, optional
         Training images per class: required for long-tail (``log p_s`` and the groups);
         for many-shot it adds ``- log p_s`` to GLA.
@@ -225,45 +251,82 @@ def apply_protocol(protocol: str, zs: torch.Tensor, ft: torch.Tensor, labels: to
     Returns
     -------
     pandas.DataFrame
-        One row per method with ``top1``, ``top5``, ``ece`` and the protocol's groups
+        One row per method with ``top1``, ``top5``, ``ece`` and the experiment's groups
         (``head``/``medium``/``tail`` by the prior, or ``many``/``medium``/``few``/
-        ``mean_per_class`` by training counts), plus the prior's provenance.
+        ``mean_per_class`` by training counts); ``experiment``, ``protocol`` and the
+        prior's provenance named as in :data:`gla.protocols.results.COLUMNS`
+        (``prior_source``: the estimator id or ``file:<name>``; ``prior_objective``,
+        ``prior_grad_norm``, ``prior_sum``), plus ``prior_file_sum`` (the given file's
+        sum, NaN when estimated), ``prior_file``, ``prior_estimated_on`` and
+        ``prior_temperature``. Few-shot rows add ``t_zs``, ``t_zs_converged``, ``t_ft``
+        and ``t_ft_converged`` (converged is None for a given temperature; a search that
+        cannot meet its target gives T = 1 and ``False``, as in the protocols).
+        ``df.attrs["prior"]`` is the :class:`gla.protocols.PriorFit` removed (its
+        ``log_prior`` the normalised ``log q``) and ``df.attrs["temperatures"]`` maps
+        ``"t_zs"``/``"t_ft"`` to the :class:`gla.temperature.TemperatureFit` of each
+        search (few-shot).
+
+    Raises
+    ------
+    gla.errors.UsageError
+        For an unknown experiment or protocol, inputs whose shapes disagree, or missing
+        inputs (no prior and no validation split; long-tail without training counts).
     """
-    if protocol not in PROTOCOLS:
-        raise UsageError(f"protocol: expected one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    from dataclasses import replace
+
+    from .protocols.common import THRESHOLD_FINE_TUNED, THRESHOLD_ZERO_SHOT, Outputs, fit_prior
+    from .protocols.results import PriorFit
+
+    if which not in PROTOCOLS:
+        raise UsageError(f"experiment: expected one of {', '.join(PROTOCOLS)}, got {which!r}")
+    settings = protocol_settings(protocol)
+    if prior is None and settings.prior_file:
+        prior = load_prior_file(settings.prior_file)
     src = dict(sources or {})
     named = {a: (t, src.get(a, a)) for a, t in [("zs", zs), ("ft", ft), ("labels", labels), ("zs_val", zs_val),
                                                  ("ft_val", ft_val), ("labels_val", labels_val),
                                                  ("train_counts", train_counts)]}
     k = _check(named)
     zs, ft, labels = zs.to(torch.float64), ft.to(torch.float64), labels.long()
-    if protocol == "long-tail" and train_counts is None:
+    if which == "long-tail" and train_counts is None:
         raise UsageError("long-tail: training counts per class are required (--train-counts)")
-    if protocol == "few-shot":
+    searched: dict = {}
+    if which == "few-shot":
         if t_zs is None or t_ft is None:
             if zs_val is None or ft_val is None or labels_val is None:
                 raise UsageError("few-shot: the temperatures are searched on a validation split: give zero-shot and "
                                  "fine-tuned validation logits and their labels (--zs-val, --ft-val, --labels-val), "
                                  "or both temperatures (--t-zs, --t-ft)")
-            t_zs = t_zs if t_zs is not None else _search(zs_val, labels_val, "zs_val", src)
-            t_ft = t_ft if t_ft is not None else _search(ft_val, labels_val, "ft_val", src)
-    prior_t = t_zs if protocol == "few-shot" else 1.0
+        if t_zs is None:
+            searched["t_zs"] = _search(zs_val, labels_val, "zs_val", src, settings, THRESHOLD_ZERO_SHOT)
+            t_zs = searched["t_zs"].temperature
+        if t_ft is None:
+            searched["t_ft"] = _search(ft_val, labels_val, "ft_val", src, settings, THRESHOLD_FINE_TUNED)
+            t_ft = searched["t_ft"].temperature
+    prior_t = float(t_zs) if which == "few-shot" else 1.0
+    zs_converged = searched["t_zs"].converged if "t_zs" in searched else None
     if prior is not None:
         if prior.log_prior.shape[0] != k:
             raise UsageError(f"prior file ({prior.path}): expected {k} values (one per class of the logits), "
                              f"got {prior.log_prior.shape[0]}")
-        log_q, prior_source, prior_sum = prior.log_prior, prior.path, prior.original_sum
+        fit = PriorFit(prior.log_prior, f"file:{Path(prior.path).name}", "", prior_t, zs_converged,
+                       {"raw_sum": prior.original_sum})
+        given = {"prior_file_sum": prior.original_sum, "prior_file": prior.path, "prior_estimated_on": ""}
     else:
         if zs_val is None or labels_val is None:
             raise UsageError("prior: give a prior file (--prior-file) or a class-balanced validation split to "
                              "estimate it on (--zs-val and --labels-val); the test split is never used")
         try:
-            fit = PriorEstimator(temperature=prior_t).fit(zs_val, labels_val.long())
+            fit = fit_prior(Outputs(zs_val, labels_val.long(), "val"), replace(settings, prior_file=None),
+                            temperature=prior_t, temperature_converged=zs_converged)
         except ValueError as exc:
             raise UsageError(f"prior estimation on {src.get('zs_val', 'zs_val')}: {exc}") from exc
-        log_q, prior_source, prior_sum = fit.log_prior_, f"estimated on {src.get('zs_val', 'zs_val')}", float("nan")
-    base = {"protocol": protocol, "split": "test", "prior_source": prior_source, "prior_file_sum": prior_sum,
-            "prior_temperature": prior_t, "zs_file": src.get("zs", ""), "ft_file": src.get("ft", "")}
+        given = {"prior_file_sum": float("nan"), "prior_file": "",
+                 "prior_estimated_on": src.get("zs_val", "zs_val")}
+    log_q = fit.log_prior.to(torch.float64)
+    base = {"experiment": which, "protocol": settings.protocol, "split": "test", "prior_source": fit.source,
+            **fit.columns(), **given, "prior_temperature": prior_t, "zs_file": src.get("zs", ""),
+            "ft_file": src.get("ft", "")}
     log_ps = None
     if train_counts is not None:
         counts = train_counts.to(torch.float64)
@@ -272,13 +335,14 @@ def apply_protocol(protocol: str, zs: torch.Tensor, ft: torch.Tensor, labels: to
                              "one training image for log p_s")
         log_ps = log_prior_from_counts(counts)
     rows = []
-    if protocol == "few-shot":
-        extra = {"t_zs": t_zs, "t_ft": t_ft}
+    if which == "few-shot":
+        extra = {"t_zs": t_zs, "t_zs_converged": zs_converged, "t_ft": t_ft,
+                 "t_ft_converged": searched["t_ft"].converged if "t_ft" in searched else None}
         models = {"zero-shot": zs, "zero-shot - log q": debias(zs, log_q, temperature=t_zs), "fine-tuned": ft,
                   "ensemble": ft / t_ft + zs / t_zs,
                   "GLA": gla_logits(zs, ft, log_q, zs_temperature=t_zs, ft_temperature=t_ft)}
         rows = [_row({**base, **extra}, m, z, labels, log_prior=log_q) for m, z in models.items()]
-    elif protocol == "many-shot":
+    elif which == "many-shot":
         models = {"zero-shot": zs, "zero-shot - log q": debias(zs, log_q), "fine-tuned": ft,
                   "ensemble": ensemble_logits(zs, ft), "GLA": gla_logits(zs, ft, log_q, log_source_prior=log_ps)}
         rows = [_row(base, m, z, labels, log_prior=log_q) for m, z in models.items()]
@@ -287,12 +351,42 @@ def apply_protocol(protocol: str, zs: torch.Tensor, ft: torch.Tensor, labels: to
                   "fine-tuned - log p_s": logit_adjust(ft, log_ps), "ensemble": ensemble_logits(zs, ft),
                   "GLA": gla_logits(zs, ft, log_q, log_source_prior=log_ps)}
         rows = [_row(base, m, z, labels, train_counts=train_counts) for m, z in models.items()]
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    df.attrs["prior"] = fit
+    df.attrs["temperatures"] = searched
+    return df
 
 
-def _search(logits, labels, arg: str, src: Mapping[str, str]) -> float:
+def protocol_settings(protocol: ProtocolSettings | str) -> ProtocolSettings:
+    """The :class:`gla.protocols.ProtocolSettings` of ``protocol``.
+
+    Parameters
+    ----------
+    protocol : ProtocolSettings or {"paper", "exact"}
+        Settings, returned as they are, or the name of the procedure.
+
+    Raises
+    ------
+    gla.errors.UsageError
+        For a name other than ``"paper"`` or ``"exact"``.
+    """
+    from .protocols.config import PROTOCOLS as PROCEDURES
+    from .protocols.config import ProtocolSettings
+
+    if isinstance(protocol, ProtocolSettings):
+        return protocol
+    if protocol not in PROCEDURES:
+        raise UsageError(f"protocol: expected one of {', '.join(PROCEDURES)}, got {protocol!r}")
+    return ProtocolSettings(protocol=protocol)
+
+
+def _search(logits, labels, arg: str, src: Mapping[str, str], settings: ProtocolSettings, threshold: float):
+    """The protocol's confidence-matches-accuracy search on a validation split (a
+    :class:`gla.temperature.TemperatureFit`; T = 1 and not converged for an unreachable target)."""
+    from .protocols.common import Outputs, fit_temperature
+
     try:
-        return search_temperature(logits, labels.long())
+        return fit_temperature(Outputs(logits, labels.long(), "val"), settings, threshold=threshold)
     except ValueError as exc:
         raise UsageError(f"temperature search on {src.get(arg, arg)}: {exc}; give it with --t-zs/--t-ft") from exc
 

@@ -481,11 +481,16 @@ def _apply(args: argparse.Namespace) -> int:
     with _usage():
         arrays = {k: (load_tensor(p, what.get(k, "logits")) if p else None) for k, p in files.items()}
         prior = load_prior_file(args.prior_file) if args.prior_file else None
-        df = apply_protocol(args.which, arrays["zs"], arrays["ft"], arrays["labels"], prior=prior,
-                            zs_val=arrays["zs_val"], ft_val=arrays["ft_val"], labels_val=arrays["labels_val"],
-                            train_counts=arrays["train_counts"], t_zs=args.t_zs, t_ft=args.t_ft,
-                            sources={k: str(v) for k, v in files.items() if v})
+        df = apply_protocol(args.which, arrays["zs"], arrays["ft"], arrays["labels"], protocol=args.protocol,
+                            prior=prior, zs_val=arrays["zs_val"], ft_val=arrays["ft_val"],
+                            labels_val=arrays["labels_val"], train_counts=arrays["train_counts"], t_zs=args.t_zs,
+                            t_ft=args.t_ft, sources={k: str(v) for k, v in files.items() if v})
     csv, js = save_table(df, args.out, args.name or f"apply_{args.which.replace('-', '_')}")
+    for name, fit in df.attrs.get("temperatures", {}).items():
+        if not fit.converged:
+            print(f"note: the {args.protocol} protocol's temperature search for {name} did not converge "
+                  f"({fit.reason or 'no trial met its threshold'}); "
+                  f"{name} = {fit.temperature:g} (the rows say {name}_converged = False)", file=sys.stderr)
     print(df[["method", "top1"]].to_string(index=False))
     print(f"{len(df)} rows -> {csv} and {js}")
     return 0
@@ -620,7 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
                 description="Combine zero-shot and fine-tuned logits of the same test images with GLA and score "
                 "the protocol's models. Tensors come from .pt (a tensor, or a dict with 'logits'/'labels'/"
                 "'counts') or .npy files. The prior comes from --prior-file or is estimated on --zs-val/"
-                "--labels-val (never on the test split).")
+                "--labels-val (never on the test split), and few-shot temperatures are searched on the validation "
+                "split, both as 'gla run' does under --protocol.")
     apply.add_argument("which", metavar="protocol", choices=["many-shot", "few-shot", "long-tail"],
                        help="many-shot, few-shot or long-tail")
     apply.add_argument("--zs", required=True, help="zero-shot test logits (N, K)")
@@ -635,8 +641,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "(many-shot: adds - log p_s to GLA)")
     apply.add_argument("--t-zs", type=float, help="few-shot: zero-shot temperature (default: searched on --zs-val)")
     apply.add_argument("--t-ft", type=float, help="few-shot: fine-tuned temperature (default: searched on --ft-val)")
+    apply.add_argument("--protocol", choices=["paper", "exact"], default="paper",
+                       help="paper: the official code's temperature search and 1000-step prior solver; exact: "
+                       "the exact solutions (as 'gla run --protocol')")
     apply.add_argument("--out", default="results", help="output folder")
-    apply.add_argument("--name", help="file stem (default: apply_<protocol>)")
+    apply.add_argument("--name", help="file stem (default: apply_many_shot, apply_few_shot or apply_long_tail)")
     apply.set_defaults(func=_apply)
 
     est = add(sub, "estimate", help="estimate the label prior from saved logits")

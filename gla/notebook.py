@@ -154,7 +154,9 @@ def context(backbone: str = "gla-world-tiny", pretrained: str | None = "world", 
     if provider_options:
         raise ValueError(f"{sorted(provider_options)}: options of another backbone provider; {backbone} takes none")
     recipe = FinetuneConfig()
-    prompts = PAPER_PROMPTS  # the official few-shot recipe, through the image encoder (GPU-sized)
+    # protocol "paper": the official few-shot recipe, through the image encoder (GPU-sized);
+    # "exact": ours, on cached image features with AdamW (the protocol's other improvements).
+    prompts = PAPER_PROMPTS if settings.protocol == "paper" else PromptRecipe()
     if smoke:
         recipe = replace(recipe, epochs=1, warmup_steps=1)
         prompts = replace(prompts, epochs=1, batch_size=32)

@@ -14,7 +14,10 @@ Two kinds of files matter to users of the paper's code:
   :func:`read_dassl_split` reads such a file with an unpickler that knows exactly that one
   class (turned into a frozen :class:`DatumRecord`) and no other global at all;
   :func:`match_records` finds each record's image among the user's images, and
-  :func:`cached_few_shot_split` does both for a few-shot sampler.
+  :func:`cached_few_shot_split` does both for a few-shot sampler;
+  :func:`preprocessed_train_order` turns GLA's ``preprocessed.pkl`` into an order of the
+  user's ImageNet train set (:func:`match_listing`: one record per image), on which GLA's
+  few-shot draw is reproduced.
 
 * **WiSE-FT checkpoints.** WiSE-FT (mlfoundations/wise-ft ``src/models/modeling.py``)
   saves a whole ``ImageClassifier`` module, an image encoder holding a CLIP model plus a
@@ -54,7 +57,9 @@ __all__ = [
     "ForbiddenGlobalError",
     "cached_few_shot_split",
     "load_module_state_dict",
+    "match_listing",
     "match_records",
+    "preprocessed_train_order",
     "read_dassl_split",
     "split_image_classifier_state",
 ]
@@ -289,23 +294,12 @@ def match_records(records: Sequence[DatumRecord], image_paths: Sequence[str | os
     root = os.path.normpath(os.fspath(image_root))
     if labels is not None and len(labels) != len(image_paths):
         raise ValueError(f"labels: expected one label per image path ({len(image_paths)}), got {len(labels)}")
-    table: dict[tuple[str, ...], int] = {}
-    for i, p in enumerate(image_paths):
-        key = _relative_components(p, root, i)
-        if not key:
-            raise ValueError(f"image_paths[{i}] = {os.fspath(p)!r} is image_root itself, not an image")
-        if key in table:
-            raise ValueError(f"image_paths[{table[key]}] and image_paths[{i}] are the same image "
-                             f"below image_root: {'/'.join(key)}")
-        table[key] = i
-    depths = sorted({len(k) for k in table}, reverse=True)
+    table, depths = _image_table(image_paths, root)
     out = []
     for j, rec in enumerate(records):
-        if not isinstance(rec, DatumRecord):
-            raise TypeError(f"records[{j}]: expected a DatumRecord, got {type(rec).__name__}")
-        comps = _components(rec.impath)
-        idx = next((table[comps[-d:]] for d in depths if d <= len(comps) and comps[-d:] in table), None)
+        idx = _find_record(rec, j, table, depths)
         if idx is None:
+            comps = _components(rec.impath)
             same_name = [os.fspath(image_paths[i]) for k, i in table.items() if comps and k[-1] == comps[-1]][:3]
             hint = (f"; images with the same file name: {same_name}" if same_name
                     else "; no image has that file name")
@@ -316,6 +310,156 @@ def match_records(records: Sequence[DatumRecord], image_paths: Sequence[str | os
                              f"image_paths[{idx}] has label {int(labels[idx])}: the class orders differ")
         out.append(idx)
     return out
+
+
+def _image_table(image_paths: Sequence[str | os.PathLike], root: str
+                 ) -> tuple[dict[tuple[str, ...], int], list[int]]:
+    """Each image's components below ``root`` -> its index, and the depths present (deepest first)."""
+    table: dict[tuple[str, ...], int] = {}
+    for i, p in enumerate(image_paths):
+        key = _relative_components(p, root, i)
+        if not key:
+            raise ValueError(f"image_paths[{i}] = {os.fspath(p)!r} is image_root itself, not an image")
+        if key in table:
+            raise ValueError(f"image_paths[{table[key]}] and image_paths[{i}] are the same image "
+                             f"below image_root: {'/'.join(key)}")
+        table[key] = i
+    return table, sorted({len(k) for k in table}, reverse=True)
+
+
+def _find_record(rec: DatumRecord, j: int, table: dict[tuple[str, ...], int], depths: list[int]) -> int | None:
+    """Index of the image whose path below the root is the longest suffix of the record's path."""
+    if not isinstance(rec, DatumRecord):
+        raise TypeError(f"records[{j}]: expected a DatumRecord, got {type(rec).__name__}")
+    comps = _components(rec.impath)
+    return next((table[comps[-d:]] for d in depths if d <= len(comps) and comps[-d:] in table), None)
+
+
+def _examples(items: Sequence[str], n: int = 3) -> str:
+    return ", ".join(repr(x) for x in items[:n]) + (", ..." if len(items) > n else "")
+
+
+def match_listing(records: Sequence[DatumRecord], image_paths: Sequence[str | os.PathLike],
+                  image_root: str | os.PathLike, *, labels: Sequence[int] | None = None,
+                  source: str = "records") -> list[int]:
+    """Match a whole listing of a dataset to the user's images, one to one.
+
+    Like :func:`match_records` (same matching rule), but the records must list every
+    image exactly once: this is how GLA's ``imagenet/preprocessed.pkl`` (BeierZhu/GLA
+    ``GLA.FS.public/datasets/imagenet.py``: the ImageNet train folder listed once, in the
+    order ``os.listdir`` gave on the writer's machine) is turned into an order of the
+    user's train set.
+
+    Parameters
+    ----------
+    records : sequence of DatumRecord
+        The listing, in its order.
+    image_paths : sequence of str or os.PathLike
+        The user's images, absolute or relative to ``image_root``.
+    image_root : str or os.PathLike
+        Folder the relative paths start from (see :func:`match_records`).
+    labels : sequence of int, optional
+        The user's label of each image; when given, every record must carry its image's label.
+    source : str
+        What the records are (a file name), for error messages.
+
+    Returns
+    -------
+    list of int
+        A permutation of ``range(len(image_paths))``: ``out[j]`` is the image of ``records[j]``.
+
+    Raises
+    ------
+    ValueError
+        The listing and the images differ: records that match no image, images that no
+        record lists, or images listed more than once (each named with its count and up
+        to three examples); or, when the two agree, the first record whose label differs
+        from its image's (named with its position, path and both labels).
+    """
+    root = os.path.normpath(os.fspath(image_root))
+    if labels is not None and len(labels) != len(image_paths):
+        raise ValueError(f"labels: expected one label per image path ({len(image_paths)}), got {len(labels)}")
+    table, depths = _image_table(image_paths, root)
+    owner = [-1] * len(image_paths)  # which record lists each image
+    out: list[int] = []
+    missing: list[str] = []
+    repeated: list[str] = []
+    for j, rec in enumerate(records):
+        idx = _find_record(rec, j, table, depths)
+        if idx is None:
+            missing.append(f"records[{j}] {rec.impath}")
+        elif owner[idx] >= 0:
+            repeated.append(f"records[{owner[idx]}] and records[{j}] {rec.impath}")
+        else:
+            owner[idx] = j
+            out.append(idx)
+    unlisted = [os.fspath(image_paths[i]) for i, j in enumerate(owner) if j < 0]
+    if missing or unlisted or repeated:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} of its {len(records)} records match none of the {len(image_paths)} images "
+                         f"below image_root {root!r} (images missing here?), e.g. {_examples(missing)}")
+        if unlisted:
+            parts.append(f"{len(unlisted)} of the {len(image_paths)} images below image_root {root!r} are not in it "
+                         f"(images added here?), e.g. {_examples(unlisted)}")
+        if repeated:
+            parts.append(f"{len(repeated)} images are listed more than once, e.g. {_examples(repeated)}")
+        raise ValueError(f"{source} does not list the same images as the dataset: {'; '.join(parts)}")
+    if labels is not None:
+        for j, (rec, idx) in enumerate(zip(records, out)):
+            if int(labels[idx]) != rec.label:
+                raise ValueError(f"{source}: records[{j}] ({rec.impath!r}) has label {rec.label} but its image "
+                                 f"image_paths[{idx}] ({os.fspath(image_paths[idx])!r}) has label "
+                                 f"{int(labels[idx])}: the class orders differ")
+    return out
+
+
+def preprocessed_train_order(dataset_dir: str | os.PathLike, train_paths: Sequence[str | os.PathLike],
+                             image_root: str | os.PathLike, *, train_labels: Sequence[int] | None = None
+                             ) -> list[int] | None:
+    """The order in which GLA listed the ImageNet train set, as indices into ``train_paths``.
+
+    GLA's few-shot ImageNet dataset (BeierZhu/GLA ``GLA.FS.public/datasets/imagenet.py``,
+    after KaiyangZhou/CoOp ``datasets/imagenet.py``) lists ``images/train/<wnid>/`` once,
+    folders sorted but files in ``os.listdir`` order, and caches the list as
+    ``<dataset_dir>/preprocessed.pkl`` (``{"train": [Datum, ...], "test": [Datum, ...]}``).
+    Its few-shot draws are made on that order, so drawing on the train set put in this
+    order reproduces them. The file is read with :func:`read_dassl_split` (nothing in it
+    runs) and its ``"train"`` records matched one to one with :func:`match_listing`.
+
+    Parameters
+    ----------
+    dataset_dir : str or os.PathLike
+        The ImageNet folder (``<root>/imagenet``, holding ``images/`` and ``preprocessed.pkl``).
+    train_paths : sequence of str or os.PathLike
+        The user's full ImageNet train set.
+    image_root : str or os.PathLike
+        Folder the records' paths are matched below (``<root>/imagenet/images``, so that
+        ``train/<wnid>/<file>`` identifies an image).
+    train_labels : sequence of int, optional
+        Labels of ``train_paths``; when given, each record's label must agree.
+
+    Returns
+    -------
+    list of int or None
+        ``None`` when there is no ``preprocessed.pkl``; otherwise a permutation of
+        ``range(len(train_paths))`` in the file's order.
+
+    Raises
+    ------
+    ValueError
+        A file without ``"train"``, or a listing that differs from ``train_paths`` or
+        from their labels (see :func:`match_listing`).
+    ForbiddenGlobalError
+        The file is not a plain Dassl pickle (see :func:`read_dassl_split`).
+    """
+    path = Path(dataset_dir) / "preprocessed.pkl"
+    if not path.is_file():
+        return None
+    data = read_dassl_split(path)
+    if "train" not in data:
+        raise ValueError(f"{path}: expected a 'train' list, found keys {sorted(data)}")
+    return match_listing(data["train"], train_paths, image_root, labels=train_labels, source=f"{path} ['train']")
 
 
 def cached_few_shot_split(dataset_dir: str | os.PathLike, shots: int, seed: int,

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from ._validation import ArrayLike, check_labels, check_log_prior, check_logits
+from .data.templates import prompt_classname
 from .temperature import fit_temperature
 
 # Dassl's optimiser defaults (KaiyangZhou/Dassl.pytorch dassl/config/defaults.py, _C.OPTIM):
@@ -166,7 +167,8 @@ class PromptResiduals(_PromptBase):
     backbone : gla.backbones.Backbone
         Its CLIP is frozen (``requires_grad=False``) and shared, not copied.
     classnames : sequence of str
-        The K class names, already cleaned (``_`` replaced by a space).
+        The K class names as the dataset spells them; ``_`` becomes a space in the prompt
+        (:func:`gla.data.prompt_classname`, as GLA's ``trainers/gla.py`` L82 does).
     template : str
         The hand-written prompt, with ``{}`` for the class name.
 
@@ -186,7 +188,7 @@ class PromptResiduals(_PromptBase):
         classnames = _check_classnames(classnames)
         if not isinstance(template, str) or "{}" not in template:
             raise ValueError(f"template: expected a string with '{{}}' for the class name, got {template!r}")
-        super().__init__(backbone, [template.format(c) for c in classnames])
+        super().__init__(backbone, [template.format(prompt_classname(c)) for c in classnames])
         self.template = template
         n = int(self.eot.max())
         pos = torch.arange(1, n + 1, device=self.tokens.device)
@@ -259,7 +261,7 @@ class CoOp(_PromptBase):
             if not isinstance(n_ctx, int) or n_ctx < 1:
                 raise ValueError(f"n_ctx: expected a positive integer, got {n_ctx!r}")
             prefix = " ".join(["X"] * n_ctx)
-        super().__init__(backbone, [f"{prefix} {c}." for c in classnames])
+        super().__init__(backbone, [f"{prefix} {prompt_classname(c)}." for c in classnames])
         length = self.tokens.shape[1]
         if int(self.eot.min()) < n_ctx + 2:
             raise ValueError(

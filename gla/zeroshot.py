@@ -11,6 +11,7 @@ import torch
 
 from .backbones import Backbone
 from .cache import atomic_save, cache_key, safe_load
+from .data.templates import prompt_classname
 from .loading import autocast, resolve_precision
 
 
@@ -22,7 +23,7 @@ def zero_shot_head_path(backbone: Backbone, classnames: Sequence[str], templates
 
     prec = resolve_precision(precision, backbone.device)
     key = cache_key({"backbone": backbone_identity(backbone), "classnames": list(classnames),
-                     "templates": list(templates), "precision": prec, "v": 1})
+                     "templates": list(templates), "precision": prec, "v": 2})  # v2: "_" -> " " in prompts
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", backbone.name)  # e.g. hf-hub:org/model
     return Path(cache_dir) / "heads" / f"{stem}-{len(classnames)}-{key}.pt"
 
@@ -38,7 +39,10 @@ def zero_shot_head(backbone: Backbone, classnames: Sequence[str], templates: Seq
     ----------
     backbone : Backbone
     classnames : sequence of str
-        One name per class, in label order (duplicates allowed: columns follow the order).
+        One name per class, in label order (duplicates allowed: columns follow the order), as
+        the dataset spells them: ``_`` becomes a space in the prompts
+        (:func:`gla.data.prompt_classname`, as CoOp's ``trainers/zsclip.py`` and GLA's
+        ``trainers/util.py`` do).
     templates : sequence of str
         Prompt templates with ``{}`` (CoOp style) or ``{c}`` for the class name.
     batch_classes : int
@@ -77,7 +81,7 @@ def zero_shot_head(backbone: Backbone, classnames: Sequence[str], templates: Seq
             return saved["head"].to(backbone.device)
     with torch.no_grad(), autocast(prec, backbone.device):
         head = open_clip.build_zero_shot_classifier(
-            backbone.model, tokenizer=backbone.tokenizer, classnames=list(classnames),
+            backbone.model, tokenizer=backbone.tokenizer, classnames=[prompt_classname(c) for c in classnames],
             templates=[(lambda c, t=t: t.format(c)) for t in fmt], num_classes_per_batch=batch_classes,
             device=backbone.device, use_tqdm=progress)
     head = head.float()

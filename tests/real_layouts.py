@@ -300,11 +300,15 @@ E2E_IMAGE_SIZE = 32
 # The text tower keeps open_clip's text transformer and tokenizer (context 77) but is narrow
 # and shallow: prompt learning encodes every class prompt at every step (1000 on ImageNet).
 E2E_TEXT = {"width": 64, "heads": 2, "layers": 1}
+# The image towers keep their type, width, patch size or stem, attention pooling and
+# QuickGELU, with fewer blocks: ViT-B/32 with 2 of its 12 transformer blocks, RN50 with one
+# bottleneck per stage instead of 3-4-6-3 (state dicts keep open_clip's key names).
+E2E_VISION_LAYERS = {"e2e-RN50-quickgelu": [1, 1, 1, 1], "e2e-ViT-B-32": 2}
 
 
 def write_model_configs(folder: str | Path) -> Path:
-    """open_clip JSON configs of :data:`E2E_MODELS` (the image towers' architectures kept,
-    smaller input images and text tower) for ``open_clip.add_model_config``."""
+    """open_clip JSON configs of :data:`E2E_MODELS` (the image towers' architectures kept with
+    fewer blocks, smaller input images, a small text tower) for ``open_clip.add_model_config``."""
     from open_clip.factory import get_model_config
 
     folder = Path(folder)
@@ -312,6 +316,7 @@ def write_model_configs(folder: str | Path) -> Path:
     for new, base in E2E_MODELS.items():
         cfg = copy.deepcopy(get_model_config(base))
         cfg["vision_cfg"]["image_size"] = E2E_IMAGE_SIZE
+        cfg["vision_cfg"]["layers"] = E2E_VISION_LAYERS[new]
         cfg["text_cfg"].update(E2E_TEXT)
         (folder / f"{new}.json").write_text(json.dumps(cfg, indent=1))
     return folder

@@ -340,17 +340,18 @@ def test_apply_estimates_prior_and_temperatures_on_val(tmp_path):
     g = torch.Generator().manual_seed(3)
     ft_val = 2.0 * torch.nn.functional.one_hot(y_val, 6) + torch.randn(len(y_val), 6, generator=g, dtype=torch.float64)
     ft = 2.0 * torch.nn.functional.one_hot(y, 6) + torch.randn(len(y), 6, generator=g, dtype=torch.float64)
-    df = apply_protocol("few-shot", zs, ft, y, zs_val=zs_val, ft_val=ft_val, labels_val=y_val)
+    df = apply_protocol("few-shot", zs, ft, y, zs_val=zs_val, ft_val=ft_val, labels_val=y_val, protocol="exact")
     t_zs, t_ft = search_temperature(zs_val, y_val), search_temperature(ft_val, y_val)
     row = df.set_index("method").loc["GLA"]
     assert row["t_zs"] == pytest.approx(t_zs) and row["t_ft"] == pytest.approx(t_ft)
     lq = PriorEstimator(temperature=t_zs).fit(zs_val, y_val).log_prior_
     want = (gla_logits(zs, ft, lq, zs_temperature=t_zs, ft_temperature=t_ft).argmax(1) == y).double().mean()
     assert row["top1"] == pytest.approx(float(want))
-    assert row["prior_source"] == "estimated on zs_val"
+    assert row["prior_source"] == "exact" and row["prior_estimated_on"] == "zs_val"
 
     counts = torch.tensor([500, 150, 60, 30, 10, 5])
-    lt = apply_protocol("long-tail", zs, ft, y, zs_val=zs_val, labels_val=y_val, train_counts=counts).set_index("method")
+    lt = apply_protocol("long-tail", zs, ft, y, zs_val=zs_val, labels_val=y_val, train_counts=counts,
+                        protocol="exact").set_index("method")
     assert {"many", "medium", "few", "mean_per_class"} <= set(lt.columns)
     assert "fine-tuned - log p_s" in lt.index
     lq1 = PriorEstimator().fit(zs_val, y_val).log_prior_

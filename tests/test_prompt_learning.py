@@ -403,3 +403,27 @@ def test_end_to_end_checks_its_settings(bb, pil_sets, tiny_openclip):
     with pytest.raises(TypeError, match="train_dataset"):
         train_prompts_end_to_end(learner, bb, list(zip(tr.images, tr.labels.tolist())), va, epochs=2)
     assert math.isclose(dassl_cosine_lr(0, 50, 4e-4, warmup_epochs=0), 4e-4)
+
+
+def test_class_names_with_underscores_are_prompted_with_spaces(bb):
+    """CoOp (trainers/zsclip.py L43) and GLA (trainers/util.py L355, trainers/gla.py L82)
+    replace '_' by a space before formatting a prompt (CoOp's split files keep
+    'american_bulldog'): the zero-shot head equals open_clip's classifier on the
+    space-separated names, and both prompt learners start from those prompts."""
+    from gla.zeroshot import zero_shot_head
+
+    raw, spaced = ["american_bulldog", "great_pyrenees", "pug"], ["american bulldog", "great pyrenees", "pug"]
+    tpl = "a type of pet, a photo of a {}."
+    head = zero_shot_head(bb, raw, [tpl])
+    with torch.no_grad():
+        want = open_clip.build_zero_shot_classifier(bb.model, tokenizer=bb.tokenizer, classnames=spaced,
+                                                    templates=[lambda c: tpl.format(c)], device=bb.device)
+        assert torch.allclose(head, want.float(), atol=1e-6)
+        assert not torch.allclose(head, open_clip.build_zero_shot_classifier(
+            bb.model, tokenizer=bb.tokenizer, classnames=raw, templates=[lambda c: tpl.format(c)],
+            device=bb.device).float(), atol=1e-4)
+        res = PromptResiduals(bb, raw, tpl)
+        assert torch.equal(res.tokens, bb.tokenizer([tpl.format(c) for c in spaced]).to(res.tokens.device))
+        assert torch.allclose(res.text_features().T, head, atol=1e-5)
+        coop = CoOp(bb, raw, "a photo of a {}.")
+        assert torch.equal(coop.tokens, bb.tokenizer([f"a photo of a {c}." for c in spaced]).to(coop.tokens.device))

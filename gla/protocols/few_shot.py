@@ -237,11 +237,20 @@ def _draw(name, entry, full, k, seed, config):
 
 
 def _cached_split(full):
-    """The hook that reads CoOp's / GLA's cached split files (``split_fewshot/shot_{k}-seed_{s}.pkl``
-    next to the dataset's images) with :func:`gla.pickles.cached_few_shot_split`."""
+    """The hook that reads the reference code's cached files next to the dataset's images.
+
+    First CoOp's / GLA's cached draw ``split_fewshot/shot_{k}-seed_{s}.pkl`` (read with
+    :func:`gla.pickles.cached_few_shot_split`). Failing that, for GLA's ImageNet split
+    (``few_shot="gla-imagenet"``), GLA's cached listing of the train folder
+    ``imagenet/preprocessed.pkl`` (BeierZhu/GLA ``GLA.FS.public/datasets/imagenet.py``): the
+    split is drawn as GLA draws it, on the train set put in that file's order
+    (:func:`_preprocessed_imagenet_draw`). Without either file the hook gives ``None`` and
+    the sampler draws on our (sorted) order.
+    """
     import os
     from pathlib import Path
 
+    from ..data import dataset_entry
     from ..pickles import cached_few_shot_split
 
     def lookup(*, name, train, val, shots, seed, root):
@@ -249,19 +258,97 @@ def _cached_split(full):
         if isinstance(paths_tr, torch.Tensor) or not len(paths_tr):
             return None  # rendered images: no files, no cached split
         image_root = Path(os.path.commonpath([*paths_tr, *paths_va]))
-        dataset_dir = next((d for d in [image_root, *image_root.parents][:4] if (d / "split_fewshot").is_dir()), None)
-        if dataset_dir is None:
-            return None
-        got = cached_few_shot_split(dataset_dir, shots, seed, paths_tr, paths_va, image_root,
-                                    train_labels=full["train"].labels.tolist(), val_labels=full["val"].labels.tolist())
-        if got is None:
-            return None
-        tr_idx, va_idx = got
-        if va_idx is None:  # a file with train only (CoOp's ImageNet): val drawn as CoOp draws it
-            va_idx = few_shot_indices(val.labels, min(shots, 4), seed)
-        how = f"cached:{dataset_dir.name}/split_fewshot/shot_{shots}-seed_{seed}.pkl"
-        return train.subset(tr_idx), val.subset(va_idx), how
+        candidates = [image_root, *image_root.parents][:4]
+        dataset_dir = next((d for d in candidates if (d / "split_fewshot").is_dir()), None)
+        gla_imagenet = dataset_entry(name).few_shot == "gla-imagenet"
+        if dataset_dir is not None:
+            # GLA's ImageNet files draw val from the train pool too (its datasets/imagenet.py).
+            val_pool = full["train"] if gla_imagenet else full["val"]
+            got = cached_few_shot_split(dataset_dir, shots, seed, paths_tr, val_pool.images, image_root,
+                                        train_labels=full["train"].labels.tolist(),
+                                        val_labels=val_pool.labels.tolist())
+            if got is not None:
+                tr_idx, va_idx = got
+                how = f"cached:{dataset_dir.name}/split_fewshot/shot_{shots}-seed_{seed}.pkl"
+                if gla_imagenet and va_idx is not None:
+                    return train.subset(tr_idx), train.subset(va_idx, split="val"), how
+                if va_idx is None:  # a file with train only (CoOp's ImageNet): val drawn as CoOp draws it
+                    va_idx = few_shot_indices(val.labels, min(shots, 4), seed)
+                return train.subset(tr_idx), val.subset(va_idx), how
+        if gla_imagenet:
+            return _preprocessed_imagenet_draw(train, shots, seed, root, candidates)
+        return None
     return lookup
+
+
+def _preprocessed_imagenet_draw(train, shots, seed, root, candidates):
+    """GLA's ImageNet few-shot draw on the train order of GLA's ``preprocessed.pkl``, if present.
+
+    GLA (BeierZhu/GLA ``GLA.FS.public/datasets/imagenet.py``) lists ``images/train/<wnid>/``
+    with ``os.listdir`` (unsorted within a folder), pickles the list as
+    ``imagenet/preprocessed.pkl`` and draws its few-shot split from that list; our loader
+    sorts. So the pickle's train records are matched one to one to ``train`` by their path
+    below ``imagenet/images`` (``train/<wnid>/<file>``; labels must agree), ``train`` is
+    put in the pickle's order and :func:`gla.data.sampling.imagenet_few_shot_split` draws
+    on it with the usual seed semantics (ImageNet-LT's val list for ``shots >= 32``).
+
+    Parameters
+    ----------
+    train : LabelledImages
+        The full official ImageNet train set (``train_full``).
+    shots, seed : int
+        k and the run's seed.
+    root : path or None
+        Data root, for ImageNet-LT's val list when ``shots >= 32``.
+    candidates : list of Path
+        Folders that may hold ``preprocessed.pkl`` next to ``images/`` (the images' common
+        folder and its parents).
+
+    Returns
+    -------
+    (LabelledImages, LabelledImages, str) or None
+        Train, val (items of ``train``) and ``how``, e.g.
+        ``"gla-imagenet:order from imagenet/preprocessed.pkl"``; ``None`` when no candidate
+        holds ``preprocessed.pkl`` beside an ``images/`` folder holding ``train``'s images,
+        or when ``train`` is the many-shot split (the sampler then explains why it refuses it).
+
+    Raises
+    ------
+    ValueError
+        The pickle lists other images than ``train`` or other labels (see
+        :func:`gla.pickles.match_listing`).
+    """
+    import hashlib
+    from pathlib import Path
+
+    from ..data import load_dataset
+    from ..data.sampling import IMAGENET_LT_VAL_FROM_SHOTS, imagenet_few_shot_split
+    from ..pickles import preprocessed_train_order
+
+    if isinstance(train.images, torch.Tensor) or not len(train.images) or train.meta.get("holdout_per_class", 0):
+        return None
+    first = Path(train.images[0])
+    dataset_dir = next((d for d in candidates if (d / "preprocessed.pkl").is_file() and (d / "images").is_dir()
+                        and (d / "images") in first.parents), None)
+    if dataset_dir is None:
+        return None
+    path = dataset_dir / "preprocessed.pkl"
+    stat = path.stat()  # the pickle holds 1.28M records and the protocol draws once per (shots, seed): read once
+    key = (str(path), stat.st_size, stat.st_mtime_ns, tuple(map(str, train.images)),
+           hashlib.sha1(train.labels.long().contiguous().numpy().tobytes()).hexdigest())
+    if _PREPROCESSED_ORDER.get("key") != key:
+        _PREPROCESSED_ORDER.clear()
+        order = preprocessed_train_order(dataset_dir, train.images, dataset_dir / "images",
+                                         train_labels=train.labels.tolist())
+        _PREPROCESSED_ORDER.update(key=key, order=order)
+    listed = train.subset(_PREPROCESSED_ORDER["order"])
+    lt_val = load_dataset("imagenet_lt", "val", root=root) if shots >= IMAGENET_LT_VAL_FROM_SHOTS else None
+    tr, va = imagenet_few_shot_split(listed, shots, seed, lt_val=lt_val)
+    style = "gla-imagenet+lt-val" if lt_val is not None else "gla-imagenet"
+    return tr, va, f"{style}:order from {dataset_dir.name}/preprocessed.pkl"
+
+
+_PREPROCESSED_ORDER: dict = {}  # the last preprocessed.pkl's order, by file (size, mtime) and train set
 
 
 def _pick(full, index: torch.Tensor):
