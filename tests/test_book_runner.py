@@ -310,3 +310,14 @@ def test_tidy_for_the_page_hides_parameters_and_the_machine_paths(tmp_path):
     assert outputs[0].text == "cache [cache]/features, out ./results\n"
     assert outputs[1].data["text/plain"] == "'./results/a.csv'"
     assert str(tmp_path) not in nbformat.writes(got).replace(got.cells[0].source, "")
+
+
+def test_notebooks_that_fit_a_prior_take_a_given_prior_file():
+    """A parameter file's ``prior_file`` (e.g. GLA's released ImageNet q.pt) and
+    ``source_prior`` reach every chapter that fits a prior (the protocols accept both)."""
+    from gla.book import declared_parameters, list_notebooks
+
+    takes = {p.stem for p in list_notebooks() if {"prior_file", "source_prior"} <= set(declared_parameters(p))}
+    fits = {p.stem for p in list_notebooks() if "protocol" in declared_parameters(p)}
+    assert takes == fits - {"10_prior_vs_truth", "13_real_frequencies"}  # those two study the estimate itself
+    assert {"01_label_bias", "03_many_shot", "06_few_shot", "08_long_tail"} <= takes
