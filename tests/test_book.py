@@ -35,7 +35,7 @@ EXPECTED = {  # notebook -> files its output folder must hold, and columns of it
     "07_few_shot_robustness": (["gla_gain_over_ensemble.png", "few_shot_shift_table.csv"],
                                ("gla_gain_over_ensemble.csv", {"dataset"})),
     "08_long_tail": (["long_tail.json"], ("long_tail.csv", {"many", "medium", "few", "mean_per_class", "method"})),
-    "09_ablations": (["estimation_ablation.png"],
+    "09_ablations": (["estimation_ablation.png", "protocol_comparison.csv"],
                      ("estimation_ablation.csv", {"per_class", "seed", "temperature", "debiased_top1", "gla_top1"})),
     "10_prior_vs_truth": (["zipf_sweep.png", "zipf_sweep.json", "prior_explained.png", "prior_explained_joint.csv"],
                           ("zipf_sweep.csv", {"world_zipf_exponent", "world_seed", "spearman_estimated_true",

@@ -267,3 +267,25 @@ def test_a_given_wise_ft_checkpoint_is_evaluated_without_fine_tuning(tiny_opencl
     with pytest.raises(ValueError, match="not a fine-tuned model of this backbone"):
         pr.run_many_shot(tiny_openclip, None, "imagenet_lt", alphas=(0.5,), finetuned=str(tmp_path / "other.pt"),
                          config=config)
+
+
+def test_compare_protocols_sets_the_two_tables_side_by_side():
+    import pandas as pd
+
+    from gla.protocols import compare_protocols
+
+    def rows(protocol, gla_top1):
+        return pd.DataFrame([
+            {"dataset": "d", "shots": 1, "seed": s, "method": m, "split": split, "top1": v, "protocol": protocol}
+            for s in (1, 2) for m, v in (("zero_shot", 0.5), ("gla", gla_top1 + 0.01 * s))
+            for split in ("val", "test")])
+
+    out = compare_protocols(rows("paper", 0.60), rows("exact", 0.62))
+    got = out.set_index("method")
+    assert list(out.columns) == ["dataset", "shots", "method", "paper", "exact", "difference"]
+    assert got.loc["zero_shot", "difference"] == pytest.approx(0.0)
+    assert got.loc["gla", "paper"] == pytest.approx(61.5) and got.loc["gla", "difference"] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="expected rows of protocol 'exact'"):
+        compare_protocols(rows("paper", 0.6), rows("paper", 0.6))
+    with pytest.raises(ValueError, match="none of"):
+        compare_protocols(rows("paper", 0.6), rows("exact", 0.6), by=("backbone",))

@@ -58,7 +58,9 @@ EXPECTED = {
                       lambda df: set(df.dataset) == {"imagenet_lt", "places365_lt"} and df.many.notna().all()
                       and df.medium.notna().all() and df.few.notna().all())],
     "09_ablations": [("estimation_ablation.csv", {"per_class", "seed", "temperature", "debiased_top1", "gla_top1"},
-                      None)],
+                      None),
+                     ("protocol_comparison.csv", {"method", "paper", "exact", "difference"},
+                      lambda df: set(df.table) == {"many-shot"} and "gla" in set(df.method))],
     "10_prior_vs_truth": [("prior_explained_joint.csv", {"predictor", "r2"}, None),
                           ("prior_predictors.csv", {"estimated_log_prior"}, lambda df: len(df) == 1000)],
     "11_estimators": [("estimators_compared.csv", {"estimator", "debiased_top1", "gla_top1", "mae_to_exact", "sum_q"},

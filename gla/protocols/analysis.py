@@ -110,3 +110,47 @@ def finetune_to_cache(backbone: str, pretrained: str | None, dataset: str, *, lo
         log_ps = log_source_prior(train, dataset, replace(settings, source_prior="counts"))[0] if loss == "la" else None
         m.finetuned(train, cfg, log_source_prior=log_ps)
         return m.finetuned_path(train, cfg)
+
+
+def compare_protocols(paper: pd.DataFrame, exact: pd.DataFrame, *, by: Sequence[str] = ("dataset", "shots", "method"),
+                      value: str = "top1") -> pd.DataFrame:
+    """The same table under ``protocol="paper"`` and ``"exact"``, side by side.
+
+    The two protocols differ only in how ``q`` is estimated (the official 1000-step
+    algorithm, GLA ``trainers/util.py`` L17-48, against the exact optimum of the same
+    objective) and how the temperatures are searched (the official regula-falsi search,
+    ``search_T``, against a converged one); the models, data and seeds are the same, so
+    the difference is what the exact solution changes in the table.
+
+    Parameters
+    ----------
+    paper, exact : pandas.DataFrame
+        Tidy results of one protocol run with each setting (their ``protocol`` column
+        must say so when present); rows of the test split are compared.
+    by : sequence of str
+        Columns that identify a row (those present are used); values are averaged over
+        the rest (seeds).
+    value : str
+        The measure compared.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``by`` columns, ``paper`` and ``exact`` (in percent) and ``difference`` (exact minus
+        paper, in points), one row per method present in both.
+    """
+    for name, df, want in (("paper", paper, "paper"), ("exact", exact, "exact")):
+        if "protocol" in df and len(df) and set(df["protocol"].dropna()) - {want}:
+            raise ValueError(f"{name}: expected rows of protocol {want!r}, got {sorted(set(df['protocol']))}")
+    keys = [c for c in by if c in paper.columns and c in exact.columns]
+    if not keys:
+        raise ValueError(f"by: none of {list(by)} is a column of both tables")
+
+    def mean(df):
+        rows = df[df["split"] == "test"] if "split" in df else df
+        return rows.groupby(keys, sort=False, dropna=False)[value].mean() * 100
+
+    both = pd.concat({"paper": mean(paper), "exact": mean(exact)}, axis=1, join="inner").reset_index()
+    both["difference"] = both["exact"] - both["paper"]
+    return both
+
