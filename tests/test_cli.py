@@ -405,3 +405,27 @@ def test_finetune_under_torchrun_lands_where_the_protocol_looks(smoke_checkpoint
     monkeypatch.setattr(gla.protocols.common, "finetune", no_training)
     assert main(args) == 0
     assert printed[0] in capsys.readouterr().out
+
+
+def test_gla_run_passes_a_given_fine_tuned_model_to_the_many_shot_protocol(tmp_path, world_ckpt, monkeypatch,
+                                                                           capsys):
+    """``gla run many-shot --finetuned FILE`` evaluates that model (e.g. a WiSE-FT release,
+    as the official many-shot code does) instead of fine-tuning; other protocols refuse it."""
+    seen = {}
+
+    class Result:
+        def __init__(self, table):
+            self.table = table
+
+    def fake(backbone, pretrained, dataset, **kw):
+        seen.update(kw)
+        return Result(_fake_rows(backbone, dataset))
+
+    monkeypatch.setattr(ex, "run_many_shot", fake)
+    model = tmp_path / "wiseft_zeroshot_vit_b16.pt"
+    model.write_bytes(b"a stand-in: the protocol is faked")
+    assert main(_run_args(tmp_path, world_ckpt, "many-shot", "--datasets", "world-main",
+                          "--finetuned", str(model))) == 0
+    assert seen["finetuned"] == str(model)
+    assert main(_run_args(tmp_path, world_ckpt, "long-tail", "--datasets", "world-lt", "--finetuned", str(model))) == 2
+    assert "--finetuned" in capsys.readouterr().err
