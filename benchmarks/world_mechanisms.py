@@ -37,6 +37,7 @@ CANDIDATES = {
     "default": {},
     "variety": {"template_variety": 1.0},
     "variety-half": {"template_variety": 0.5},
+    "variety-3q": {"template_variety": 0.75},
     "generic": {"generic_names": 8, "generic_prob": 0.5},
     "both": {"template_variety": 1.0, "generic_names": 8, "generic_prob": 0.5},
 }

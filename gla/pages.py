@@ -143,20 +143,23 @@ def _markdown_table(df: pd.DataFrame) -> str:
     return "\n".join([head, rule, *body])
 
 
+def _model(backbone: Any, pretrained: Any) -> str:
+    return f"`{backbone or ''}` (`{_weights_name(pretrained)}`)"
+
+
 def chapters_table(params: Mapping[str, Any]) -> pd.DataFrame:
-    """Which backbone, weights and datasets each chapter of a parameter file runs."""
+    """Which model (backbone and weights) and datasets each chapter of a parameter file runs."""
     rows = []
     for stem in CHAPTERS:
         run = _run_of_chapter(params, stem)
         if stem in READS_TABLES:
-            rows.append({"chapter": f"{{doc}}`generated/{stem}`", "backbone": "", "pretrained": "",
-                         "data": READS_TABLES[stem]})
+            rows.append({"chapter": f"{{doc}}`generated/{stem}`", "model": "", "data": READS_TABLES[stem]})
             continue
-        rows.append({"chapter": f"{{doc}}`generated/{stem}`", "backbone": f"`{run.get('backbone', '')}`",
-                     "pretrained": f"`{_weights_name(run.get('pretrained'))}`", "data": _data_of(run)})
+        rows.append({"chapter": f"{{doc}}`generated/{stem}`",
+                     "model": _model(run.get("backbone"), run.get("pretrained")), "data": _data_of(run)})
         extra = run.get("extra_backbones") or []
         for backbone, weights in extra:
-            rows.append({"chapter": "", "backbone": f"`{backbone}`", "pretrained": f"`{_weights_name(weights)}`",
+            rows.append({"chapter": "", "model": _model(backbone, weights),
                          "data": "(a second backbone of the same table)"})
     return pd.DataFrame(rows)
 
