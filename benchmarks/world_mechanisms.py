@@ -18,7 +18,9 @@ GLA scores:
   (pretraining seed s + 100, the same concepts, names and prior), and ``estimate_stability``,
   the Spearman correlation between the two estimates.
 
-Writes ``benchmarks/world_mechanisms.csv`` (one row per run, appended) and prints it.
+Writes ``benchmarks/world_mechanisms.csv`` (one row per run, appended, with the estimate)
+and ``benchmarks/world_mechanisms_stability.csv`` (one row per world drawn twice), and
+prints both.
 """
 
 from __future__ import annotations
@@ -101,9 +103,12 @@ def main() -> None:
         if g.pretrain_seed.nunique() == 2:
             a, b = (pd.Series(json.loads(v)) for v in g.sort_values("pretrain_seed").estimated_log_prior)
             stab.append({"candidate": c, "seed": s, "estimate_stability": a.corr(b, method="spearman")})
-    print(df.drop(columns=["estimated_log_prior", "settings"]).to_string())
     if stab:
-        print(pd.DataFrame(stab).to_string())
+        stab = pd.DataFrame(stab)
+        stab.to_csv(out.with_name(out.stem + "_stability.csv"), index=False)
+    print(df.drop(columns=["estimated_log_prior", "settings"]).to_string())
+    if len(stab):
+        print(stab.to_string())
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ from .errors import UsageError
 if TYPE_CHECKING:
     from .protocols.config import ProtocolSettings
 
-PROTOCOLS = ("many-shot", "few-shot", "long-tail")
+EXPERIMENTS = ("many-shot", "few-shot", "long-tail")
 _KEYS = {"logits": ("logits", "zs_logits", "ft_logits", "scores"), "labels": ("labels", "targets", "y"),
          "counts": ("counts", "train_counts", "class_counts")}
 
@@ -277,8 +277,8 @@ def apply_protocol(which: str, zs: torch.Tensor, ft: torch.Tensor, labels: torch
     from .protocols.common import THRESHOLD_FINE_TUNED, THRESHOLD_ZERO_SHOT, Outputs, fit_prior
     from .protocols.results import PriorFit
 
-    if which not in PROTOCOLS:
-        raise UsageError(f"experiment: expected one of {', '.join(PROTOCOLS)}, got {which!r}")
+    if which not in EXPERIMENTS:
+        raise UsageError(f"experiment: expected one of {', '.join(EXPERIMENTS)}, got {which!r}")
     settings = protocol_settings(protocol)
     if prior is None and settings.prior_file:
         prior = load_prior_file(settings.prior_file)

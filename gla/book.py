@@ -473,7 +473,8 @@ def _run_lanes(lanes: list[list[tuple[Path, dict[str, Any]]]], out: Path, jobs: 
 
 # --------------------------------------------------------------------------- the HTML book
 
-def _write_run_pages(params: Mapping[str, Any] | str | os.PathLike | None, generated: Path, target: Path) -> None:
+def _write_run_pages(params: Mapping[str, Any] | str | os.PathLike | None, generated: Path, target: Path,
+                     pages: Path) -> None:
     """Replace the world's pages by the run's own when ``params`` name a real backbone."""
     if params is None:
         return
@@ -483,8 +484,8 @@ def _write_run_pages(params: Mapping[str, Any] | str | os.PathLike | None, gener
     mapping = load_params(params) if not isinstance(params, Mapping) else params
     if not serves_real_backbone(mapping):
         return
-    if target.resolve() == find_source_dir("book").resolve():
-        raise UsageError("out: a book for a real backbone is assembled in its own folder, not in the checkout's book/")
+    if target.resolve() in (find_source_dir("book").resolve(), pages.resolve()):
+        raise UsageError(f"out: a book for a real backbone is assembled in its own folder, not in its pages' {pages}")
     for page, text in real_pages(mapping, generated / "results", params_name=name).items():
         (target / page).write_text(text)
 
@@ -534,7 +535,7 @@ def build_book(generated: str | os.PathLike, out_dir: str | os.PathLike, *, book
                 shutil.copy2(item, dest)
         if keep is None:
             shutil.copytree(gen, target / "generated", dirs_exist_ok=True)
-    _write_run_pages(params, gen, target)
+    _write_run_pages(params, gen, target, pages)
     if cfg.resolve() != (out / "_config.yml").resolve():
         shutil.copy2(cfg, out / "_config.yml")
     jb = shutil.which("jupyter-book") or str(Path(sys.executable).parent / "jupyter-book")

@@ -554,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
               "(names, data layouts, checkpoint). Each dataset's rows are written as soon as it is done "
               "(<out>/<protocol>_<backbone>_<pretrained>_<dataset>.csv/.json), then the combined table "
               "(<out>/<protocol>_<backbone>_<pretrained>.csv/.json) and <stem>.settings.json with every setting.")
-    run.add_argument("experiment", metavar="protocol", choices=["many-shot", "few-shot", "long-tail"],
+    run.add_argument("experiment", metavar="experiment", choices=["many-shot", "few-shot", "long-tail"],
                      help="many-shot, few-shot or long-tail")
     run.add_argument("--backbone", default="gla-world-tiny", help="open_clip model name or gla-world-tiny")
     run.add_argument("--pretrained", default="world", help="open_clip tag, checkpoint path, or 'world'")
@@ -627,7 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "'counts') or .npy files. The prior comes from --prior-file or is estimated on --zs-val/"
                 "--labels-val (never on the test split), and few-shot temperatures are searched on the validation "
                 "split, both as 'gla run' does under --protocol.")
-    apply.add_argument("which", metavar="protocol", choices=["many-shot", "few-shot", "long-tail"],
+    apply.add_argument("which", metavar="experiment", choices=["many-shot", "few-shot", "long-tail"],
                        help="many-shot, few-shot or long-tail")
     apply.add_argument("--zs", required=True, help="zero-shot test logits (N, K)")
     apply.add_argument("--ft", required=True, help="fine-tuned test logits (N, K)")

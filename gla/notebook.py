@@ -134,6 +134,10 @@ def context(backbone: str = "gla-world-tiny", pretrained: str | None = "world", 
             num_workers: int | None = None, progress: bool = True, **provider_options: Any) -> Context:
     """Resolve a notebook's parameters into a :class:`Context` (no display).
 
+    For an open_clip backbone the few-shot prompt recipe follows ``protocol``: GLA's
+    end-to-end recipe (:data:`gla.protocols.PAPER_PROMPTS`) under ``"paper"``, the
+    cached-feature recipe under ``"exact"``; a provider (the world) brings its own.
+
     ``cache_dir`` defaults to ``GLA_CACHE_DIR`` or ``.gla_cache``. ``provider_options``
     go to the backbone's provider (the world takes ``world_seed`` and ``zipf_exponent``).
     """

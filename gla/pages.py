@@ -19,12 +19,17 @@ import pandas as pd
 
 from .report import published
 
-#: The chapters in the order of the book's table of contents.
-CHAPTERS: tuple[str, ...] = (
-    "01_label_bias", "02_estimating_the_prior", "03_many_shot", "04_distribution_shift", "05_other_many_shot",
-    "06_few_shot", "07_few_shot_robustness", "08_long_tail", "09_ablations", "14_claims", "10_prior_vs_truth",
-    "11_estimators", "12_calibration", "13_real_frequencies",
-)
+
+def book_chapters() -> list[str]:
+    """The notebook chapters in the order of the book's table of contents (``book/_toc.yml``)."""
+    import yaml
+
+    from .book import find_source_dir
+
+    toc = yaml.safe_load((find_source_dir("book") / "_toc.yml").read_text())
+    files = [c["file"] for part in toc.get("parts", []) for c in part.get("chapters", [])]
+    return [f.split("/", 1)[1] for f in files if f.startswith("generated/")]
+
 
 #: Chapters that run no model: they read other chapters' tables.
 READS_TABLES: dict[str, str] = {"07_few_shot_robustness": "the tables of {doc}`generated/06_few_shot`",
@@ -32,8 +37,10 @@ READS_TABLES: dict[str, str] = {"07_few_shot_robustness": "the tables of {doc}`g
 
 #: Published kinds that are a top-1 accuracy of one method (comparable with a measured row).
 _TOP1 = "top1"
-_COLUMNS = ("chapter", "backbone", "pretrained", "dataset", "method", "shots", "published", "measured", "seeds",
-            "source")
+_COLUMNS = ("chapter", "backbone", "pretrained", "protocol", "dataset", "method", "shots", "published", "measured",
+            "seeds", "source")
+# Columns of a results row that name a setting (averaging over them would mix procedures).
+_SETTINGS = ("protocol", "templates", "alpha", "prior_source", "source_prior", "sampling")
 
 
 def serves_real_backbone(params: Mapping[str, Any]) -> bool:
@@ -90,7 +97,8 @@ def published_beside_measured(results_dir: str | Path) -> pd.DataFrame:
         One row per published record and chapter that measured it: ``chapter``,
         ``backbone``, ``pretrained`` (tag or checkpoint file name), ``dataset``, ``method``,
         ``shots``, ``published`` and ``measured`` (top-1 in percent; the measured value is
-        the mean over the seeds the chapter ran), ``seeds`` (how many), and ``source``.
+        the mean over the seeds the chapter ran, one row per setting: protocol, templates,
+        alpha, prior and sampling), ``protocol``, ``seeds`` (how many), and ``source``.
         Backbones match with or without ``-quickgelu``; ``shots="all"`` matches the
         many-shot rows. Empty when no published number matches (e.g. the world's).
     """
@@ -105,18 +113,27 @@ def published_beside_measured(results_dir: str | Path) -> pd.DataFrame:
                      & (rows["method"] == rec["method"]) & (rows["shots"] == str(rec["shots"]))]
             if isinstance(rec.get("pretrained"), str):
                 m = m[m["weights"] == rec["pretrained"]]
-            for (chapter, backbone, weights), g in m.groupby(["chapter", "backbone", "weights"], sort=True):
-                out.append({"chapter": chapter, "backbone": backbone, "pretrained": weights,
+            # one measured value per setting: rows that differ in more than the seed stay apart
+            keys = ["chapter", "backbone", "weights"] + [c for c in _SETTINGS if c in m.columns]
+            for key, g in m.groupby(keys, sort=True, dropna=False):
+                setting = dict(zip(keys, key))
+                out.append({"chapter": setting["chapter"], "backbone": setting["backbone"],
+                            "pretrained": setting["weights"], "protocol": setting.get("protocol", ""),
                             "dataset": rec["dataset"], "method": rec["method"], "shots": str(rec["shots"]),
                             "published": float(rec["value"]), "measured": 100 * float(g["top1"].mean()),
                             "seeds": int(g["seed"].nunique()) if "seed" in g else 1, "source": rec["source"]})
     return pd.DataFrame(out, columns=list(_COLUMNS))
 
 
-def _run_of_chapter(params: Mapping[str, Any], stem: str) -> dict[str, Any]:
-    merged = {k: v for k, v in params.items() if k not in ("notebooks", "lanes", "after_lanes")}
-    merged.update((params.get("notebooks") or {}).get(stem) or {})
-    return merged
+def _run_of_chapter(params: Mapping[str, Any], stem: str) -> dict[str, Any] | None:
+    """The parameters a chapter receives from ``params`` (what ``gla book run`` passes it),
+    or None when its notebook is not there."""
+    from .book import declared_parameters, find_source_dir, notebook_parameters
+
+    path = find_source_dir("notebooks") / f"{stem}.ipynb"
+    if not path.is_file():
+        return None
+    return notebook_parameters(stem, declared_parameters(path), params)
 
 
 def _data_of(run: Mapping[str, Any]) -> str:
@@ -149,9 +166,15 @@ def _model(backbone: Any, pretrained: Any) -> str:
 
 def chapters_table(params: Mapping[str, Any]) -> pd.DataFrame:
     """Which model (backbone and weights) and datasets each chapter of a parameter file runs."""
+    from .backbones import backbone_provider
+    from .plugins import ensure_plugins
+
+    ensure_plugins()
     rows = []
-    for stem in CHAPTERS:
+    for stem in book_chapters():
         run = _run_of_chapter(params, stem)
+        if run is None or backbone_provider(str(run.get("backbone", ""))) is not None:
+            continue  # a chapter on a registered provider's model (the world's chapter) is not this run's
         if stem in READS_TABLES:
             rows.append({"chapter": f"{{doc}}`generated/{stem}`", "model": "", "data": READS_TABLES[stem]})
             continue
@@ -178,17 +201,17 @@ def intro_page(params: Mapping[str, Any], results_dir: str | Path, params_name: 
             chapter=[f"{{doc}}`{c} <generated/{c}>`" for c in pub["chapter"]],
             published=pub["published"].map(lambda v: f"{v:.1f}"), measured=pub["measured"].map(lambda v: f"{v:.1f}"),
             difference=(pub["measured"] - pub["published"]).map(lambda v: f"{v:+.1f}"))
-        shown = shown[["chapter", "backbone", "pretrained", "dataset", "method", "shots", "published", "measured",
-                       "difference", "seeds", "source"]]
+        shown = shown[["chapter", "backbone", "pretrained", "protocol", "dataset", "method", "shots", "published",
+                       "measured", "difference", "seeds", "source"]]
         published_text = (
             "Top-1 accuracy in percent, the measured value averaged over the seeds the chapter ran. "
             "Each published number is quoted with its source; a difference of more than a point or so "
             "usually means a different procedure or data, which the chapter's notes help find.\n\n"
             + _markdown_table(shown))
     else:
-        published_text = ("None of the published numbers this project may quote (the paper's abstract, its "
-                          "official few-shot logs, and the zero-shot and fine-tuned CLIP numbers of a later paper "
-                          "by the same first author) is for the backbones and data of this run, so none is shown.")
+        sources = "; ".join(dict.fromkeys(published()["source"]))
+        published_text = (f"None of the published numbers this project may quote ({sources}) is for the "
+                          "backbones and data of this run, so none is shown.")
     return f"""# Generalized Logit Adjustment with {backbone} ({weights})
 
 This book reruns the experiments of the NeurIPS 2023 paper *Generalized Logit Adjustment:

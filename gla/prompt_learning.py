@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from ._validation import ArrayLike, check_labels, check_log_prior, check_logits
-from .data.templates import prompt_classname
+from .data.templates import format_prompts, prompt_classname
 from .temperature import fit_temperature
 
 # Dassl's optimiser defaults (KaiyangZhou/Dassl.pytorch dassl/config/defaults.py, _C.OPTIM):
@@ -188,7 +188,7 @@ class PromptResiduals(_PromptBase):
         classnames = _check_classnames(classnames)
         if not isinstance(template, str) or "{}" not in template:
             raise ValueError(f"template: expected a string with '{{}}' for the class name, got {template!r}")
-        super().__init__(backbone, [template.format(prompt_classname(c)) for c in classnames])
+        super().__init__(backbone, format_prompts(template, classnames))
         self.template = template
         n = int(self.eot.max())
         pos = torch.arange(1, n + 1, device=self.tokens.device)

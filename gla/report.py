@@ -241,8 +241,9 @@ def seed_spread_note(spread: Mapping[str, Any] | None, metrics: Sequence[str], *
     """
     if not spread or not metrics:
         if spread and unmeasured:
+            measured = _join([SPREAD_METRICS[m][0] for m in spread["values"] if m in SPREAD_METRICS])
             return (f"These are one seed's numbers; the spread of {_join(list(unmeasured))} over the world's seeds "
-                    "has not been measured (gla/world/README.md gives it for zero-shot and fine-tuned accuracy).")
+                    f"has not been measured ({spread['source']} gives it for {measured}).")
         return ("These numbers come from one run (one seed); their spread over seeds was not measured here, so "
                 "read differences of a point or less with care.")
     values = dict(spread["values"])
@@ -252,7 +253,8 @@ def seed_spread_note(spread: Mapping[str, Any] | None, metrics: Sequence[str], *
     parts = []
     for m in metrics:
         if m not in SPREAD_METRICS or m not in values:
-            raise ValueError(f"seed_spread_note: no spread for {m!r}; expected one of {sorted(SPREAD_METRICS)}")
+            known = sorted(set(values) & set(SPREAD_METRICS))
+            raise ValueError(f"seed_spread_note: no spread for {m!r}; this spread has {known}")
         label, unit = SPREAD_METRICS[m]
         v = np.asarray(values[m], dtype=float)
         digits = 1 if unit else 2

@@ -173,15 +173,19 @@ def test_without_the_pickle_the_draw_is_unchanged(tmp_path):
 
 
 def test_a_cached_split_file_wins_over_the_listing(tmp_path):
+    """GLA's split file (train and val, both from the train folder) wins over the listing; a
+    train-only ImageNet file (CoOp's, whose val is not drawn by GLA's rule) is not GLA's
+    split, so the listing's draw is used."""
     dataset_dir = write_tiny_imagenet(tmp_path)
     rows = gla_listing(dataset_dir)
     write_preprocessed(dataset_dir, rows)
-    # a train-only cached draw (CoOp's ImageNet keeps only "train") for shot 1, seed 1
-    write_datum_pickle(dataset_dir / "split_fewshot" / "shot_1-seed_1.pkl", {"train": rows[-1:]})
+    write_datum_pickle(dataset_dir / "split_fewshot" / "shot_1-seed_1.pkl", {"train": rows[-1:], "val": rows[:1]})
+    write_datum_pickle(dataset_dir / "split_fewshot" / "shot_1-seed_2.pkl", {"train": rows[-1:]})
     full = load_full(tmp_path)
-    tr, _, how = draw(tmp_path, full, 1, 1)
+    tr, va, how = draw(tmp_path, full, 1, 1)
     assert how == "cached:imagenet/split_fewshot/shot_1-seed_1.pkl"
     assert [full["train"].images[i] for i in tr] == [str(dataset_dir / "images" / rows[-1][0])]
+    assert [full["train"].images[i] for i in va] == [str(dataset_dir / "images" / rows[0][0])]
     assert draw(tmp_path, full, 1, 2)[2] == "gla-imagenet:order from imagenet/preprocessed.pkl"
 
 

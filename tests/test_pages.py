@@ -109,3 +109,12 @@ def test_build_book_writes_the_run_pages_for_a_real_backbone(tmp_path, results, 
     book.build_book(gen, tmp_path / "world", params={})
     shipped = book.find_source_dir("book") / "intro.md"
     assert (tmp_path / "world" / "book" / "intro.md").read_text() == shipped.read_text()
+
+
+def test_rows_of_different_settings_are_not_averaged(tmp_path):
+    """Rows that differ in more than the seed (here the protocol) give one measured value each."""
+    (tmp_path / "09").mkdir()
+    pd.DataFrame([_row(protocol="paper", top1=0.60), _row(protocol="exact", top1=0.70)]).to_csv(
+        tmp_path / "09" / "t.csv", index=False)
+    pub = published_beside_measured(tmp_path).set_index("protocol")
+    assert pub.loc["paper", "measured"] == pytest.approx(60.0) and pub.loc["exact", "measured"] == pytest.approx(70.0)

@@ -116,10 +116,19 @@ def test_caption_mechanisms_are_off_by_default_and_do_what_they_say():
     """The two mechanisms of the prior study (gla/world/README.md): off, the world and its
     captions are the ones every checkpoint was made with; on, rare concepts share generic
     names, and are named only in descriptive templates."""
+    import hashlib
+
+    from gla.world.pretrain import PretrainConfig, checkpoint_path
+
     base = WorldConfig()
     off = World(base)
     assert "template_variety" not in base.settings() and "generic_names" not in base.settings()
-    assert base.key() == WorldConfig(generic_names=0, generic_prob=0.0, template_variety=0.0).key()
+    # The key and the captions of the default world as they were before the mechanisms
+    # existed (computed at commit 4f99e10): every cached checkpoint stays valid.
+    assert base.key() == "960d4826097d"
+    assert checkpoint_path(base, PretrainConfig(), "c").name == "clip-d6b70e19015990cc.pt"
+    caps = off.captions(torch.arange(100).repeat(4), torch.Generator().manual_seed(0))
+    assert hashlib.sha256("\n".join(caps).encode()).hexdigest()[:16] == "1a07ad3d96ddaf3e"
     assert all(t == list(gla.world.concepts.NAMED_TEMPLATES) for t in off.named_templates)
     on = World(WorldConfig(generic_names=4, generic_prob=0.5, template_variety=1.0))
     assert on.names == off.names and torch.equal(on.prior, off.prior)  # the same world otherwise

@@ -7,7 +7,13 @@ seed, that :func:`save_results` writes as CSV and JSON.
 """
 
 from ..apply import load_prior_file
-from .analysis import compare_protocols, finetune_to_cache, run_estimation_ablation, zero_shot_split
+from .analysis import (
+    compare_protocols,
+    finetune_to_cache,
+    run_estimation_ablation,
+    run_protocol_comparison,
+    zero_shot_split,
+)
 from .common import Outputs, TestSplitUsedError, choose_alpha, fit_prior, fit_temperature
 from .config import ProtocolSettings, RunConfig
 from .few_shot import PAPER_PROMPTS, PromptRecipe, run_few_shot
@@ -31,6 +37,7 @@ __all__ = [
     "COLUMNS", "DEFAULT_ALPHAS", "METHOD_LABELS", "PAPER_PROMPTS", "EvalOutputs", "ManyShotOutputs", "ManyShotResult",
     "Method", "Outputs", "PriorFit", "PromptRecipe", "ProtocolSettings", "RunConfig", "TestSplitUsedError",
     "ZeroShotOutputs", "choose_alpha", "finetune_to_cache", "fit_prior", "fit_temperature", "load_prior_file",
-    "method_label", "run_estimation_ablation", "run_few_shot", "run_long_tail", "run_many_shot", "save_results",
+    "method_label", "run_estimation_ablation", "run_protocol_comparison",
+    "run_few_shot", "run_long_tail", "run_many_shot", "save_results",
     "zero_shot_split",
 ]

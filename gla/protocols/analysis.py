@@ -112,7 +112,8 @@ def finetune_to_cache(backbone: str, pretrained: str | None, dataset: str, *, lo
         return m.finetuned_path(train, cfg)
 
 
-def compare_protocols(paper: pd.DataFrame, exact: pd.DataFrame, *, by: Sequence[str] = ("dataset", "shots", "method"),
+def compare_protocols(paper: pd.DataFrame, exact: pd.DataFrame, *,
+                      by: Sequence[str] = ("backbone", "dataset", "eval_set", "templates", "shots", "method", "alpha"),
                       value: str = "top1") -> pd.DataFrame:
     """The same table under ``protocol="paper"`` and ``"exact"``, side by side.
 
@@ -153,4 +154,42 @@ def compare_protocols(paper: pd.DataFrame, exact: pd.DataFrame, *, by: Sequence[
     both = pd.concat({"paper": mean(paper), "exact": mean(exact)}, axis=1, join="inner").reset_index()
     both["difference"] = both["exact"] - both["paper"]
     return both
+
+
+def run_protocol_comparison(backbone: str, pretrained: str | None, dataset: str, *, recipe: FinetuneConfig,
+                            settings: ProtocolSettings = ProtocolSettings(), config: RunConfig = RunConfig(),
+                            few_shot_dataset: str | None = None, shots: Sequence[int] = (1, 16),
+                            prompts=None, alphas: Sequence[float] = (0.5,)) -> pd.DataFrame:
+    """The many-shot table of ``dataset`` (and, when given, the few-shot rows of
+    ``few_shot_dataset``) computed under both protocols on the same models
+    (:func:`compare_protocols`).
+
+    Both runs estimate the prior (a ``prior_file`` in ``settings`` is left out: with a
+    given prior both protocols would use it and show no difference), and both use the same
+    fine-tuning ``recipe`` and prompt recipe ``prompts``, so they differ only in the
+    estimator and the temperature search. Fine-tuned models and features come from the
+    cache the chapters share, so the second run costs the prior fits and the searches;
+    few-shot prompt learning runs once per protocol (its epoch is chosen by GLA's val
+    accuracy, which the search changes).
+
+    Returns
+    -------
+    pandas.DataFrame
+        :func:`compare_protocols`' columns and ``table`` (``"many-shot"`` or
+        ``"few-shot"``); the WiSE-FT sweep (one row per alpha, not one model) is left out.
+    """
+    from .few_shot import PromptRecipe, run_few_shot
+    from .many_shot import run_many_shot
+
+    base = replace(settings, prior_file=None)
+    many = {p: run_many_shot(backbone, pretrained, dataset, recipe=recipe, alphas=alphas,
+                             settings=replace(base, protocol=p), config=config).table for p in ("paper", "exact")}
+    tables = [compare_protocols(many["paper"], many["exact"]).assign(table="many-shot")]
+    if few_shot_dataset:
+        few = {p: run_few_shot(backbone, pretrained, [few_shot_dataset], shots=list(shots), seeds=[1],
+                               prompts=prompts or PromptRecipe(), settings=replace(base, protocol=p), config=config)
+               for p in ("paper", "exact")}
+        tables.append(compare_protocols(few["paper"], few["exact"]).assign(table="few-shot"))
+    out = pd.concat(tables, ignore_index=True)
+    return out[out["method"] != Method.WISE_FT_SWEEP].reset_index(drop=True)
 

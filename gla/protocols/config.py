@@ -8,8 +8,11 @@ Lagrangian prior solver in float32 (``trainers/util.py``, ``pp_solver``), the GL
 prompt templates, Dassl's few-shot sampling and GLA's ImageNet split, and for ImageNet
 many-shot no source prior (``Code.zip``, ``src/gla.py``). ``protocol="exact"`` replaces the
 temperature search and the prior solver by their converged, exact solutions
-(:class:`gla.prior.PriorEstimator`); everything else is the same, so the two differ by the
-optimisation alone.
+(:class:`gla.prior.PriorEstimator`); everything else in a protocol function is the same, so
+given the same prompt recipe the two differ by the optimisation alone. (The book's
+notebooks, through :func:`gla.notebook.context`, also pick the few-shot prompt recipe by
+protocol for a real backbone: GLA's end-to-end recipe under ``paper``, the cached-feature
+one under ``exact``.)
 """
 
 from __future__ import annotations

@@ -272,16 +272,17 @@ def _cached_split(full):
                 how = f"cached:{dataset_dir.name}/split_fewshot/shot_{shots}-seed_{seed}.pkl"
                 if gla_imagenet and va_idx is not None:
                     return train.subset(tr_idx), train.subset(va_idx, split="val"), how
-                if va_idx is None:  # a file with train only (CoOp's ImageNet): val drawn as CoOp draws it
-                    va_idx = few_shot_indices(val.labels, min(shots, 4), seed)
-                return train.subset(tr_idx), val.subset(va_idx), how
+                if not gla_imagenet:  # CoOp's files; a train-only one gets its val drawn as CoOp does
+                    va_idx = few_shot_indices(val.labels, min(shots, 4), seed) if va_idx is None else va_idx
+                    return train.subset(tr_idx), val.subset(va_idx), how
+                # A train-only ImageNet file (CoOp's) has no val drawn by GLA's rule: not GLA's split.
         if gla_imagenet:
-            return _preprocessed_imagenet_draw(train, shots, seed, root, candidates)
+            return _preprocessed_imagenet_draw(name, train, shots, seed, root, candidates)
         return None
     return lookup
 
 
-def _preprocessed_imagenet_draw(train, shots, seed, root, candidates):
+def _preprocessed_imagenet_draw(name, train, shots, seed, root, candidates):
     """GLA's ImageNet few-shot draw on the train order of GLA's ``preprocessed.pkl``, if present.
 
     GLA (BeierZhu/GLA ``GLA.FS.public/datasets/imagenet.py``) lists ``images/train/<wnid>/``
@@ -294,6 +295,8 @@ def _preprocessed_imagenet_draw(train, shots, seed, root, candidates):
 
     Parameters
     ----------
+    name : str
+        The registry name (its sampler is ``"gla-imagenet"``).
     train : LabelledImages
         The full official ImageNet train set (``train_full``).
     shots, seed : int
@@ -318,11 +321,9 @@ def _preprocessed_imagenet_draw(train, shots, seed, root, candidates):
         The pickle lists other images than ``train`` or other labels (see
         :func:`gla.pickles.match_listing`).
     """
-    import hashlib
     from pathlib import Path
 
-    from ..data import load_dataset
-    from ..data.sampling import IMAGENET_LT_VAL_FROM_SHOTS, imagenet_few_shot_split
+    from ..features import dataset_identity
     from ..pickles import preprocessed_train_order
 
     if isinstance(train.images, torch.Tensor) or not len(train.images) or train.meta.get("holdout_per_class", 0):
@@ -334,18 +335,15 @@ def _preprocessed_imagenet_draw(train, shots, seed, root, candidates):
         return None
     path = dataset_dir / "preprocessed.pkl"
     stat = path.stat()  # the pickle holds 1.28M records and the protocol draws once per (shots, seed): read once
-    key = (str(path), stat.st_size, stat.st_mtime_ns, tuple(map(str, train.images)),
-           hashlib.sha1(train.labels.long().contiguous().numpy().tobytes()).hexdigest())
+    key = (str(path), stat.st_size, stat.st_mtime_ns, dataset_identity(train)["items"])
     if _PREPROCESSED_ORDER.get("key") != key:
         _PREPROCESSED_ORDER.clear()
         order = preprocessed_train_order(dataset_dir, train.images, dataset_dir / "images",
                                          train_labels=train.labels.tolist())
         _PREPROCESSED_ORDER.update(key=key, order=order)
     listed = train.subset(_PREPROCESSED_ORDER["order"])
-    lt_val = load_dataset("imagenet_lt", "val", root=root) if shots >= IMAGENET_LT_VAL_FROM_SHOTS else None
-    tr, va = imagenet_few_shot_split(listed, shots, seed, lt_val=lt_val)
-    style = "gla-imagenet+lt-val" if lt_val is not None else "gla-imagenet"
-    return tr, va, f"{style}:order from {dataset_dir.name}/preprocessed.pkl"
+    tr, va, how = sample_few_shot(name, listed, None, shots, seed, root=root)  # GLA's rule, on GLA's order
+    return tr, va, f"{how}:order from {dataset_dir.name}/preprocessed.pkl"
 
 
 _PREPROCESSED_ORDER: dict = {}  # the last preprocessed.pkl's order, by file (size, mtime) and train set

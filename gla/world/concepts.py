@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
@@ -96,9 +96,9 @@ class WorldConfig:
 
     @classmethod
     def from_dict(cls, settings: dict) -> "WorldConfig":
-        """The settings as a checkpoint stores them (``asdict``). A setting added after the
-        checkpoint was written takes the value that reproduces the world it was made in:
-        ``zipf_offset`` 0 (Zipf's law), whatever today's default."""
+        """The settings as a checkpoint stores them (:meth:`settings`). A setting added after
+        the checkpoint was written takes the value that reproduces the world it was made in:
+        ``zipf_offset`` 0 (Zipf's law), whatever today's default; the mechanisms off."""
         return cls(**{"zipf_offset": 0.0, **settings})
 
     def settings(self) -> dict:
@@ -115,7 +115,8 @@ class WorldConfig:
         return hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:12]
 
 
-_MECHANISMS_OFF = {"generic_names": 0, "generic_prob": 0.0, "template_variety": 0.0}
+_MECHANISMS = ("generic_names", "generic_prob", "template_variety")
+_MECHANISMS_OFF = {f.name: f.default for f in fields(WorldConfig) if f.name in _MECHANISMS}
 # Named templates from descriptive to generic (the order `template_variety` cuts in): the
 # last two are the ones zero-shot prompts resemble.
 _NAMED_BY_GENERALITY = [2, 3, 5, 7, 4, 6, 1, 0]
@@ -182,7 +183,7 @@ class World:
         self.generic = [""] * c.n_concepts
         if c.generic_names:
             taken = set(names)
-            words = [w + "x" if w in taken else w for w in _make_names(c.generic_names, g)]
+            words = [n + "x" if n in taken else n for n in _make_names(c.generic_names, g)]
             for k in range(c.n_concepts):
                 if ranks[k] > c.n_concepts / 2:
                     self.generic[k] = words[int(self.shapes[k]) % c.generic_names]
