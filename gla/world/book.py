@@ -48,6 +48,7 @@ def prepare(pretrained: str | None, *, smoke: bool = False, cache_dir: str | os.
     wcfg = WorldConfig(seed=world_seed)
     if zipf_exponent is not None:
         wcfg = replace(wcfg, zipf_exponent=zipf_exponent)
+    default_recipe = pretrained in (None, "", "world") and not smoke
     if pretrained in (None, "", "world"):
         pcfg = replace(SMOKE_PRETRAIN if smoke else PretrainConfig(), seed=world_seed)
         pretrained = str(pretrain(wcfg, pcfg, cache_dir=Path(cache_dir), progress=progress))
@@ -56,7 +57,8 @@ def prepare(pretrained: str | None, *, smoke: bool = False, cache_dir: str | os.
         recipe = replace(recipe, epochs=1, warmup_steps=5)
     options = {"world": wcfg, **({"scale": 0.1} if smoke else {})}
     info = {"world": wcfg,
-            "seed_spread": seed_spread() if wcfg == WorldConfig(seed=world_seed) else None,
+            # measured for the default law and recipe only (not the smoke recipe, not a given file)
+            "seed_spread": seed_spread() if default_recipe and wcfg == WorldConfig(seed=world_seed) else None,
             "true_log_prior": lambda dataset: true_log_prior(wcfg, dataset),
             "corpus_counts": lambda dataset: checkpoint_corpus_counts(pretrained, dataset)}
     return Prepared(str(pretrained), options, recipe, PromptRecipe(trainer="features", coop_n_ctx=4), WORLD_NOTE, info)
