@@ -189,4 +189,4 @@ def test_seed_spread_note_gives_the_spread_of_each_quoted_number():
     # The world's shipped measurements (gla/world/README.md, "Measurements over seeds", locked stack).
     world = seed_spread()
     assert world["values"]["zero_shot"] == [63.5, 62.0, 60.4]
-    assert "± 1.5 points (from 60.4 to 63.5)" in seed_spread_note(world, ["zero_shot"])
+    assert "± 1.6 points (from 60.4 to 63.5)" in seed_spread_note(world, ["zero_shot"])
