@@ -177,6 +177,23 @@ def write_coop_cached_split(dataset_dir: Path, images: str, shots: int, seed: in
     "val": [Datum]}`` with absolute paths of the machine that wrote it. It picks the LAST
     ``shots`` training images of each class (a fresh draw would differ) and the first val ones."""
     split = json.loads(next(dataset_dir.glob("split_zhou_*.json")).read_text())
+    old = f"{OLD_ROOT}/{dataset_dir.name}/{images}"
+
+    def lists(Datum):
+        data = {}
+        for s, take in (("train", lambda rows: rows[-shots:]), ("val", lambda rows: rows[:min(shots, 4)])):
+            data[s] = [Datum(impath=f"{old}/{rel}", label=y, classname=c)
+                       for y in sorted({r[1] for r in split[s]})
+                       for rel, _, c in take([r for r in split[s] if r[1] == y])]
+        return data
+
+    return dump_dassl_pickle(dataset_dir / "split_fewshot" / f"shot_{shots}-seed_{seed}.pkl", lists)
+
+
+def dump_dassl_pickle(path: Path, make_data) -> Path:
+    """Pickle ``make_data(Datum)`` as Dassl-based code does, with a stand-in for Dassl's
+    ``Datum`` installed under ``dassl.data.datasets.base_dataset`` only while dumping (so
+    that the pickle names Dassl's class and no ``dassl`` module is left behind)."""
     module = "dassl.data.datasets.base_dataset"
     added = [m for m in ("dassl", "dassl.data", "dassl.data.datasets", module) if m not in sys.modules]
     for m in added:
@@ -185,13 +202,7 @@ def write_coop_cached_split(dataset_dir: Path, images: str, shots: int, seed: in
     Datum.__module__, Datum.__qualname__ = module, "Datum"
     sys.modules[module].Datum = Datum
     try:
-        old = f"{OLD_ROOT}/{dataset_dir.name}/{images}"
-        data = {}
-        for s, take in (("train", lambda rows: rows[-shots:]), ("val", lambda rows: rows[:min(shots, 4)])):
-            data[s] = [Datum(impath=f"{old}/{rel}", label=y, classname=c)
-                       for y in sorted({r[1] for r in split[s]})
-                       for rel, _, c in take([r for r in split[s] if r[1] == y])]
-        path = dataset_dir / "split_fewshot" / f"shot_{shots}-seed_{seed}.pkl"
+        data = make_data(Datum)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as fh:
             pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)

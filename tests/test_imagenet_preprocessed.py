@@ -13,15 +13,14 @@ dumping, and paths of another machine.
 from __future__ import annotations
 
 import os
-import pickle
 import random
 import re
 import sys
-import types
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from real_layouts import dump_dassl_pickle
 
 from gla.data import dataset_entry, imagenet_few_shot_split, load_dataset, sample_few_shot
 from gla.pickles import ForbiddenGlobalError
@@ -30,7 +29,6 @@ from gla.protocols.few_shot import _cached_split, _draw
 WNIDS = ["n01440764", "n01443537", "n01484850"]  # the first three ImageNet wnids (sorted)
 NAMES = ["tench", "goldfish", "great white shark"]
 OTHER_MACHINE = "/home/someone/data/imagenet/images"  # where the pickle's writer kept ImageNet
-DATUM_MODULE = "dassl.data.datasets.base_dataset"
 
 
 # --------------------------------------------------------------------------- fixture helpers
@@ -72,27 +70,14 @@ def gla_listing(dataset_dir: Path, seed: int = 7) -> list[tuple[str, int, str]]:
 def write_datum_pickle(path: Path, lists: dict[str, list], extra=None) -> Path:
     """Pickle ``{key: [Datum, ...]}`` as GLA does, from ``(path below images/, label, classname)``
     rows with paths under :data:`OTHER_MACHINE`; ``extra`` is appended to ``"train"`` as is."""
-    added = [m for m in ("dassl", "dassl.data", "dassl.data.datasets", DATUM_MODULE) if m not in sys.modules]
-    for m in added:
-        sys.modules[m] = types.ModuleType(m)
-
-    class Datum:  # the attributes of Dassl's Datum
-        def __init__(self, impath="", label=0, domain=0, classname=""):
-            self._impath, self._label, self._domain, self._classname = impath, label, domain, classname
-
-    Datum.__module__, Datum.__qualname__ = DATUM_MODULE, "Datum"
-    sys.modules[DATUM_MODULE].Datum = Datum
-    try:
+    def make(Datum):
         data = {key: [Datum(impath=f"{OTHER_MACHINE}/{rel}", label=y, classname=c) for rel, y, c in rows]
                 for key, rows in lists.items()}
         if extra is not None:
             data["train"].append(extra)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as fh:
-            pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    finally:
-        for m in added:
-            sys.modules.pop(m, None)
+        return data
+
+    dump_dassl_pickle(path, make)
     assert "dassl" not in sys.modules
     return path
 
