@@ -33,6 +33,8 @@ PLAIN_TEMPLATES = [
     "a {shape}, {pat} and {col}.", "something {col} and {pat}.", "a {shape} on a table.",
 ]
 ZERO_SHOT_TEMPLATES = ["a photo of a {}.", "a {}.", "this is a {}."]
+# Words for one image's own rendering (WorldConfig.instance_prob), in the order they are written.
+INSTANCE_WORDS = ("small", "large", "left", "right", "top", "bottom", "dark", "light", "sketch", "drawing", "cluttered")
 SYLLABLES = ["ba", "ko", "ri", "zu", "te", "mo", "la", "vi", "do", "ne", "pa", "gu", "si", "ra",
              "fo", "ki", "lu", "me", "to", "ze", "bo", "ni", "ta", "go", "fe", "ju", "ha", "pe"]
 VOCAB_SIZE = 1024  # fixed by the model config; the last id is the end-of-text token
@@ -81,6 +83,19 @@ class WorldConfig:
         templates ordered from descriptive to generic, so at 1 the rarest concept is named
         only in descriptive captions and never in the generic ones that zero-shot prompts
         resemble ("a photo of a {name}.").
+    instance_prob : float
+        A property of web captions (0, off, by default): they describe the image at hand,
+        not only its concept. Each caption of the corpus then carries, each with this
+        probability, words for what the renderer drew for that image (:data:`INSTANCE_WORDS`:
+        small or large, left or right, top or bottom, a dark or light background, and a
+        sketch, drawing or cluttered style), so that fewer pairs of a batch match each
+        other's captions.
+    label_noise : float
+        Downstream, not pretraining: the share of ``world-main``'s training labels (the
+        ImageNet role) replaced by another class drawn uniformly, as ImageNet's training
+        labels carry documented errors and ambiguous images. 0 (clean) by default; it
+        changes no image and no pretraining corpus, so it is left out of the pretraining
+        checkpoint's key (:meth:`corpus_settings`).
     """
 
     n_concepts: int = 100
@@ -93,6 +108,8 @@ class WorldConfig:
     generic_names: int = 0
     generic_prob: float = 0.0
     template_variety: float = 0.0
+    instance_prob: float = 0.0
+    label_noise: float = 0.0
 
     @classmethod
     def from_dict(cls, settings: dict) -> "WorldConfig":
@@ -111,11 +128,17 @@ class WorldConfig:
                 del d[name]
         return d
 
+    def corpus_settings(self) -> dict:
+        """The settings that the pretraining corpus depends on (:meth:`settings` less the
+        downstream ones, :data:`DOWNSTREAM_SETTINGS`): what keys a pretrained checkpoint."""
+        return {k: v for k, v in self.settings().items() if k not in DOWNSTREAM_SETTINGS}
+
     def key(self) -> str:
         return hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:12]
 
 
-_MECHANISMS = ("generic_names", "generic_prob", "template_variety")
+_MECHANISMS = ("generic_names", "generic_prob", "template_variety", "instance_prob", "label_noise")
+DOWNSTREAM_SETTINGS = ("label_noise",)  # settings of the downstream tasks, not of the corpus
 _MECHANISMS_OFF = {f.name: f.default for f in fields(WorldConfig) if f.name in _MECHANISMS}
 # Named templates from descriptive to generic (the order `template_variety` cuts in): the
 # last two are the ones zero-shot prompts resemble.
@@ -166,6 +189,10 @@ class World:
                              f"got {c.generic_names}, {c.generic_prob}")
         if not 0 <= c.template_variety <= 1:
             raise ValueError(f"template_variety: expected a number in [0, 1], got {c.template_variety}")
+        if not 0 <= c.instance_prob <= 1:
+            raise ValueError(f"instance_prob: expected a probability in [0, 1], got {c.instance_prob}")
+        if not 0 <= c.label_noise < 1:
+            raise ValueError(f"label_noise: expected a share in [0, 1), got {c.label_noise}")
         g = torch.Generator().manual_seed(c.seed)
         combo = torch.randperm(n_all, generator=g)[: c.n_concepts]
         n_c, n_p = len(COLOURS), len(PATTERNS)
@@ -215,13 +242,17 @@ class World:
         words.update(self.names)
         words.update(self.alt_names)
         words.update(w for w in self.generic if w)
+        if self.config.instance_prob > 0:
+            words.update(INSTANCE_WORDS)
         vocab = sorted(words)
         if len(vocab) + 4 > VOCAB_SIZE:
             raise ValueError(f"the world's vocabulary ({len(vocab)} words) exceeds {VOCAB_SIZE - 4}")
         return vocab
 
-    def captions(self, concepts: torch.Tensor, g: torch.Generator) -> list[str]:
-        """One random caption per concept index (names appear with probability name_prob)."""
+    def captions(self, concepts: torch.Tensor, g: torch.Generator, details: list[list[str]] | None = None
+                 ) -> list[str]:
+        """One random caption per concept index (names appear with probability name_prob);
+        ``details``, when given, are words about each image appended to its caption."""
         out = []
         b = concepts.shape[0]
         r_named = torch.rand(b, generator=g)
@@ -242,7 +273,10 @@ class World:
             else:
                 tpl = PLAIN_TEMPLATES[int(r_tpl[i, 0]) % len(PLAIN_TEMPLATES)]
                 name = ""
-            out.append(tpl.format(name=name, col=syn[0], shape=syn[1], pat=syn[2]))
+            text = tpl.format(name=name, col=syn[0], shape=syn[1], pat=syn[2])
+            if details is not None and details[i]:
+                text = text.rstrip(".") + ", " + " ".join(details[i]) + "."
+            out.append(text)
         return out
 
 

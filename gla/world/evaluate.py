@@ -19,6 +19,7 @@ from ..metrics import linear_correlation, rank_correlation  # noqa: F401  (re-ex
 from ..prior import estimate_log_prior
 from ..zeroshot import image_features, zero_shot_head, zero_shot_logits
 from .concepts import World, WorldConfig
+from .presets import world_finetune_config
 from .tasks import TASKS, make_split
 
 
@@ -112,21 +113,6 @@ def zipf_sweep(exponents, seeds, recipe=None, *, cache_dir: str | os.PathLike = 
             futures = [pool.submit(_sweep_run, w, r, str(cache_dir)) for w, r in runs]
             results = [f.result() for f in tqdm(futures, desc="Zipf sweep", disable=not progress)]
     return pd.DataFrame(results)
-
-
-def world_finetune_config():
-    """The end-to-end fine-tuning recipe used in the world (tiny model, few images).
-
-    WiSE-FT's recipe (lr 3e-5, 500 warm-up steps, batch 512) is for ViTs and millions of
-    images; the world's model trains from a small learning rate poorly in few steps, so the
-    world uses a larger rate with a short warm-up, and no augmentation (its 32-pixel
-    images are rendered, not photographed: ``train_transform="none"``). Stated openly in
-    the book.
-    """
-    from ..finetune import FinetuneConfig
-
-    return FinetuneConfig(epochs=10, lr=1e-3, batch_size=128, weight_decay=0.1, warmup_steps=50,
-                          grad_clip=1.0, head_lr_mult=1.0, train_transform="none")
 
 
 def finetune_report(checkpoint: str | os.PathLike, world_cfg: WorldConfig = WorldConfig(), *,

@@ -18,7 +18,7 @@ import torch
 
 from ..cache import atomic_save, cache_key, safe_load
 from ..finetune import cosine_lr
-from .concepts import WordTokenizer, World, WorldConfig
+from .concepts import INSTANCE_WORDS, WordTokenizer, World, WorldConfig
 from .render import STYLES, render
 
 WORLD_VERSION = 2  # bump when the generator changes what a seed produces
@@ -65,24 +65,70 @@ def corpus_counts(world: World, cfg: "PretrainConfig") -> torch.Tensor:
     return counts
 
 
+STYLE_WORDS = {"sketch": "sketch", "rendition": "drawing", "clutter": "cluttered"}  # as captions name them
+
+
+def instance_words(params: dict[str, torch.Tensor], styles: list[str], prob: float, g: torch.Generator
+                   ) -> list[list[str]]:
+    """Words that describe each rendered image (:data:`gla.world.concepts.INSTANCE_WORDS`),
+    each kept with probability ``prob``: size, horizontal and vertical position when off
+    centre, a dark or light background, and the style when it is not a photo.
+
+    Parameters
+    ----------
+    params : dict of (B,) tensors
+        What :func:`gla.world.render.render` drew (``return_params=True``).
+    styles : list of str
+        Each image's style name.
+    prob : float
+        Probability of keeping each applicable word.
+    g : torch.Generator
+        Draws which words are kept.
+    """
+    keep = torch.rand(len(styles), 5, generator=g) < prob
+    out = []
+    for i, style in enumerate(styles):
+        sc, x, y, bg = (float(params[k][i]) for k in ("scale", "x", "y", "background"))
+        cand = ["small" if sc < 0.58 else "large" if sc > 0.68 else "",
+                "left" if x < -0.1 else "right" if x > 0.1 else "",
+                "top" if y < -0.1 else "bottom" if y > 0.1 else "",
+                "dark" if bg < 0.42 else "light" if bg > 0.58 else "",
+                STYLE_WORDS.get(style, "")]
+        out.append([w for j, w in enumerate(cand) if w and keep[i, j]])
+    assert all(w in INSTANCE_WORDS for ws in out for w in ws)
+    return out
+
+
 def batch(world: World, step: int, batch_size: int, seed: int, tokenizer: WordTokenizer):
     """The corpus' batch number ``step``: (images in [0, 1], token ids, concept ids)."""
     concepts, g = _batch_concepts(world, step, batch_size, seed)
     other = torch.rand(batch_size, generator=g) < world.config.style_share
     style_idx = torch.where(other, torch.randint(1, len(PRETRAIN_STYLES) + 1, (batch_size,), generator=g), 0)
     images = torch.empty(batch_size, 3, world.config.image_size, world.config.image_size)
+    describe = world.config.instance_prob > 0
+    params = {k: torch.empty(batch_size) for k in ("x", "y", "scale", "background")} if describe else {}
     for s in torch.unique(style_idx).tolist():
         rows = torch.nonzero(style_idx == s).flatten()
         c = concepts[rows]
         style = STYLES["photo"] if s == 0 else STYLES[PRETRAIN_STYLES[s - 1]]
-        images[rows] = render(world.shapes[c], world.colours[c], world.patterns[c], size=world.config.image_size,
-                              style=style, generator=g)
-    texts = tokenizer(world.captions(concepts, g))
+        drawn = render(world.shapes[c], world.colours[c], world.patterns[c], size=world.config.image_size,
+                       style=style, generator=g, return_params=describe)
+        if describe:
+            drawn, p = drawn
+            for k in params:
+                params[k][rows] = p[k].float()
+        images[rows] = drawn
+    details = None
+    if describe:  # a generator of its own, so that the corpus without details draws what it always drew
+        styles = ["photo" if s == 0 else PRETRAIN_STYLES[s - 1] for s in style_idx.tolist()]
+        details = instance_words(params, styles, world.config.instance_prob,
+                                 torch.Generator().manual_seed(seed * 1_000_003 + step + 500_009))
+    texts = tokenizer(world.captions(concepts, g, details))
     return images, texts, concepts
 
 
 def checkpoint_path(world_cfg: WorldConfig, cfg: PretrainConfig, cache_dir: str | os.PathLike) -> Path:
-    key = cache_key({"world": world_cfg.settings(), "pretrain": asdict(cfg), "version": WORLD_VERSION})
+    key = cache_key({"world": world_cfg.corpus_settings(), "pretrain": asdict(cfg), "version": WORLD_VERSION})
     return Path(cache_dir) / "world" / f"clip-{key}.pt"
 
 
@@ -162,7 +208,7 @@ def pretrain(world_cfg: WorldConfig = WorldConfig(), cfg: PretrainConfig = Pretr
         "state_dict": model.state_dict(),
         "vocabulary": vocabulary,
         "model": cfg.model,
-        "world_config": world_cfg.settings(),
+        "world_config": world_cfg.corpus_settings(),
         "pretrain_config": asdict(cfg),
         "timing": {"seconds": seconds, "images_per_second": cfg.steps * cfg.batch_size / max(seconds, 1e-9),
                    "threads": cfg.threads, "resumed_from_step": start},

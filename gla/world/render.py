@@ -112,7 +112,7 @@ def _smooth_noise(b: int, size: int, cells: int, g: torch.Generator) -> torch.Te
 
 
 def render(shape: torch.Tensor, colour: torch.Tensor, pattern: torch.Tensor, *, size: int = 32,
-           style: Style = Style(), generator: torch.Generator | None = None) -> torch.Tensor:
+           style: Style = Style(), generator: torch.Generator | None = None, return_params: bool = False):
     """Render one image per (shape, colour, pattern) index triple.
 
     Parameters
@@ -125,10 +125,14 @@ def render(shape: torch.Tensor, colour: torch.Tensor, pattern: torch.Tensor, *, 
         Rendering style.
     generator : torch.Generator
         Source of randomness (deterministic for a seeded generator).
+    return_params : bool
+        Also return what was drawn for each image (the same draws either way).
 
     Returns
     -------
-    (B, 3, size, size) float32 tensor in [0, 1].
+    (B, 3, size, size) float32 tensor in [0, 1]; with ``return_params`` also a dict of
+    ``(B,)`` tensors: the object's centre ``x`` and ``y`` (in [-1, 1], ``y`` down), its
+    ``scale``, the ``background`` grey level and the number of ``distractors``.
     """
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     b = shape.shape[0]
@@ -191,4 +195,7 @@ def render(shape: torch.Tensor, colour: torch.Tensor, pattern: torch.Tensor, *, 
     elif style.desaturate > 0:
         img = (1 - style.desaturate) * img + style.desaturate * img.mean(dim=1, keepdim=True)
     img = img + style.pixel_noise * torch.randn(img.shape, generator=g)
-    return img.clamp(0, 1).contiguous()
+    img = img.clamp(0, 1).contiguous()
+    if return_params:
+        return img, {"x": cx, "y": cy, "scale": sc, "background": base.view(b), "distractors": n_d}
+    return img

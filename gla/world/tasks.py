@@ -60,6 +60,7 @@ class TaskSpec:
     templates: tuple[str, ...] = ("a photo of a {}.", "a {}.", "this is a {}.")
     description: str = ""
     seed_offset: int = field(default=0)
+    noisy_labels: bool = False  # its train split takes the world's ``label_noise`` (the ImageNet role)
 
 
 ATTR_TEMPLATES = ("a photo of a {}.", "a {}.", "a {} thing.")
@@ -70,7 +71,8 @@ def _add(spec: TaskSpec) -> None:
     TASKS[spec.name] = spec
 
 
-_add(TaskSpec("world-main", "ImageNet", description="all concepts, balanced, photo style"))
+_add(TaskSpec("world-main", "ImageNet", noisy_labels=True,
+              description="all concepts, balanced, photo style (training labels with the world's label noise)"))
 for _style, _role, _every in [("resample", "ImageNet-V2", None), ("sketch", "ImageNet-Sketch", None),
                               ("rendition", "ImageNet-R", 2), ("adversarial", "ImageNet-A", 2),
                               ("clutter", "ObjectNet", None)]:
@@ -163,6 +165,18 @@ def class_counts(spec: TaskSpec, split: str, n_classes: int, seed: int) -> torch
     return torch.full((n_classes,), spec.per_class[i], dtype=torch.long)
 
 
+def flip_labels(labels: torch.Tensor, n_classes: int, share: float, g: torch.Generator) -> torch.Tensor:
+    """``labels`` with a random ``share`` of them (rounded) replaced by another class, drawn
+    uniformly among the other ``n_classes - 1`` (symmetric label noise)."""
+    n_flip = round(share * len(labels))
+    out = labels.clone()
+    if n_flip == 0 or n_classes < 2:
+        return out
+    rows = torch.randperm(len(labels), generator=g)[:n_flip]
+    out[rows] = (labels[rows] + torch.randint(1, n_classes, (n_flip,), generator=g)) % n_classes
+    return out
+
+
 @dataclass
 class Split:
     """A rendered split: images in [0, 1], labels, class names, and per-image concepts."""
@@ -216,4 +230,7 @@ def make_split(world: World, task: str | TaskSpec, split: str, *, seed: int = 0,
                      world.patterns[concepts[i:i + batch]], size=world.config.image_size, style=style, generator=g)
               for i in range(0, len(labels), batch)]
     images = torch.cat(chunks) if chunks else torch.empty(0, 3, world.config.image_size, world.config.image_size)
+    if split == "train" and spec.noisy_labels and world.config.label_noise > 0:
+        labels = flip_labels(labels, n_classes, world.config.label_noise,
+                              torch.Generator().manual_seed(1_000_003 * (seed + 1) + name_seed + 31))
     return Split(images, labels, cls.names, concepts, spec, split, class_subset)
