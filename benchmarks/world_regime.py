@@ -28,7 +28,14 @@ import torch
 
 from gla.cache import atomic_write_text
 from gla.world.presets import PRESETS
-from gla.world.regime import PROPERTIES, measure_regime, real_clip_measures, summarise
+from gla.world.regime import (
+    PROPERTIES,
+    REGIME_FILE,
+    measure_regime,
+    real_clip_measures,
+    shipped_regimes,
+    summarise,
+)
 
 
 def _assignments(items: list[str], what: str) -> dict:
@@ -70,6 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None, help="pretraining and evaluation threads")
     ap.add_argument("--cache-dir", default=".gla_cache")
     ap.add_argument("--out", default=None, help="JSON file (default benchmarks/regime-<name>.json)")
+    ap.add_argument("--ship", action="store_true",
+                    help="also record the result as the preset's shipped regime (gla/world/regime.json); only for "
+                    "a preset measured as it is")
     args = ap.parse_args(argv)
     base = PRESETS[args.preset]
     preset = replace(base, name=args.name or base.name,
@@ -95,6 +105,15 @@ def main(argv: list[str] | None = None) -> None:
            "properties": [asdict(p) for p in PROPERTIES]}
     out = Path(args.out or f"benchmarks/regime-{preset.name}.json")
     atomic_write_text(out, json.dumps(doc, indent=1))
+    if args.ship:
+        if preset != base or args.threads:
+            raise SystemExit("--ship: only a preset measured as it is (no --set/--pretrain/--finetune/--threads)")
+        regimes = shipped_regimes()
+        regimes[preset.name] = doc
+        atomic_write_text(REGIME_FILE, json.dumps({"_note": "P1-P6 of each world preset over seeds, measured with "
+                                                   "benchmarks/world_regime.py (gla.world.regime).",
+                                                   "presets": regimes}, indent=1) + "\n")
+        print(f"shipped: {REGIME_FILE}")
     print(table(preset.name, per_seed, real))
     print(f"written: {out}")
 

@@ -166,7 +166,9 @@ def interpolate_state_dicts(zero_shot: Mapping[str, torch.Tensor], fine_tuned: M
 
     ``alpha = 0`` gives the zero-shot weights, ``alpha = 1`` the fine-tuned ones. Both
     state dicts must come from one architecture (same keys, same shapes). Tensors that are
-    not floating point (counters, index buffers) are taken from ``fine_tuned``.
+    not floating point (counters, index buffers) are taken from ``fine_tuned``. The result
+    lies where ``fine_tuned`` lies (a zero-shot model kept on the CPU and a fine-tuned one
+    on the GPU mix).
     """
     a = check_unit_interval(alpha, "alpha")
     check_state_dicts(zero_shot, fine_tuned, ("zero_shot", "fine_tuned"))
@@ -174,7 +176,7 @@ def interpolate_state_dicts(zero_shot: Mapping[str, torch.Tensor], fine_tuned: M
     for key, t1 in fine_tuned.items():
         t0 = zero_shot[key]
         if torch.is_floating_point(t1):
-            out[key] = ((1 - a) * t0.to(t1.dtype) + a * t1).to(t1.dtype)
+            out[key] = ((1 - a) * t0.to(device=t1.device, dtype=t1.dtype) + a * t1).to(t1.dtype)
         else:
             out[key] = t1.clone()
     return out

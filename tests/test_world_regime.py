@@ -116,3 +116,38 @@ def test_presets_name_whole_worlds():
     assert d["name"] == "photo-only" and d["finetune"]["lr"] == p.finetune.lr
     with pytest.raises(ValueError, match="photo-only"):
         get_preset("nope")
+
+
+def test_instance_words_describe_each_image_and_leave_the_default_corpus_alone():
+    import hashlib
+
+    from gla.world.concepts import INSTANCE_WORDS, WordTokenizer
+    from gla.world.pretrain import batch
+
+    plain = World(WorldConfig())
+    images, texts, _ = batch(plain, 3, 16, 0, WordTokenizer(plain.vocabulary()))
+    # the default corpus' batch 3 as it was before instance words existed
+    digest = hashlib.sha256(images.numpy().tobytes() + texts.numpy().tobytes()).hexdigest()[:12]
+    assert digest == "147a48951a81"
+    assert not set(INSTANCE_WORDS) & set(plain.vocabulary())
+    rich = World(WorldConfig(instance_prob=1.0, style_share=0.5))
+    tok = WordTokenizer(rich.vocabulary())
+    images2, texts2, concepts = batch(rich, 3, 64, 0, tok)
+    words = {w for i, w in enumerate(tok.vocabulary) if (texts2 == i + 3).any()}
+    assert {"small", "large", "left", "right", "dark", "light"} <= words
+    assert words & {"sketch", "drawing", "cluttered"}  # half the batch is in another style
+    assert WorldConfig(instance_prob=0.5).corpus_settings()["instance_prob"] == 0.5  # a corpus setting
+
+
+def test_a_fixed_logit_scale_is_held_and_keeps_earlier_keys(tmp_path):
+    from gla.world import PretrainConfig, pretrain
+    from gla.world.pretrain import checkpoint_path
+
+    assert "fixed_logit_scale" not in PretrainConfig().settings()
+    assert checkpoint_path(WorldConfig(), PretrainConfig(), "c").name == "clip-d6b70e19015990cc.pt"
+    cfg = PretrainConfig(steps=3, batch_size=16, warmup=1, fixed_logit_scale=100.0, checkpoint_every=100)
+    ckpt = torch.load(pretrain(WorldConfig(), cfg, cache_dir=tmp_path, progress=False), weights_only=False)
+    assert float(ckpt["state_dict"]["logit_scale"].exp()) == pytest.approx(100.0)
+    assert ckpt["pretrain_config"]["fixed_logit_scale"] == 100.0
+    with pytest.raises(ValueError, match="fixed_logit_scale"):
+        pretrain(WorldConfig(), replace(cfg, fixed_logit_scale=200.0), cache_dir=tmp_path, progress=False)

@@ -33,47 +33,68 @@ class Prepared:
 
 
 def prepare(pretrained: str | None, *, smoke: bool = False, cache_dir: str | os.PathLike = ".gla_cache",
-            progress: bool = True, world_seed: int = 0, zipf_exponent: float | None = None) -> Prepared:
+            progress: bool = True, world_seed: int = 0, world_preset: str = "default",
+            zipf_exponent: float | None = None) -> Prepared:
     """Resolve the world's CLIP for a notebook.
 
-    ``pretrained="world"`` (or empty) pretrains, or reuses from the cache, the world's CLIP
-    with the default recipe (the smoke recipe when ``smoke``); a path is used as is. The
-    world's tasks get ``world`` (and ``scale=0.1`` in smoke mode); fine-tuning uses the
-    world's recipe; prompt learning the cached-feature recipe, with 4 CoOp context vectors
-    (the world's text tower reads 12 tokens; the book says so).
+    ``pretrained="world"`` (or empty) takes the preset's CLIP for ``world_seed``: the
+    checkpoint that ships with the package when one does (:mod:`gla.world.shipped`), else
+    the one pretrained here with the preset's recipe (cached; the smoke recipe when
+    ``smoke``); a path is used as is. The world's tasks get ``world`` (and ``scale=0.1`` in
+    smoke mode); fine-tuning uses the preset's recipe; prompt learning the cached-feature
+    recipe, with 4 CoOp context vectors (the world's text tower reads 12 tokens; the book
+    says so).
     """
     from ..protocols import PromptRecipe
-    from .evaluate import world_finetune_config
+    from .presets import get_preset
+    from .shipped import shipped_checkpoint
 
-    wcfg = WorldConfig(seed=world_seed)
+    preset = get_preset(world_preset)
+    wcfg = preset.world_config(world_seed)
     if zipf_exponent is not None:
         wcfg = replace(wcfg, zipf_exponent=zipf_exponent)
-    default_recipe = pretrained in (None, "", "world") and not smoke
+    as_preset = wcfg == preset.world_config(world_seed)
+    source = "given"
     if pretrained in (None, "", "world"):
-        pcfg = replace(SMOKE_PRETRAIN if smoke else PretrainConfig(), seed=world_seed)
-        pretrained = str(pretrain(wcfg, pcfg, cache_dir=Path(cache_dir), progress=progress))
-    recipe = world_finetune_config()
+        shipped = shipped_checkpoint(preset, world_seed) if as_preset and not smoke else None
+        if shipped is not None:
+            pretrained, source = str(shipped), "shipped"
+        else:
+            pcfg = replace(SMOKE_PRETRAIN, seed=world_seed) if smoke else preset.pretrain_config(world_seed)
+            pretrained = str(pretrain(wcfg, pcfg, cache_dir=Path(cache_dir), progress=progress))
+            source = "smoke" if smoke else "pretrained"
+    recipe = preset.finetune
     if smoke:
         recipe = replace(recipe, epochs=1, warmup_steps=5)
     options = {"world": wcfg, **({"scale": 0.1} if smoke else {})}
-    info = {"world": wcfg,
-            # measured for the default law and recipe only (not the smoke recipe, not a given file)
-            "seed_spread": seed_spread() if default_recipe and wcfg == WorldConfig(seed=world_seed) else None,
+    info = {"world": wcfg, "world_preset": preset.name, "checkpoint_source": source,
+            # measured for the preset's own CLIP only (not the smoke recipe, not a given file)
+            "seed_spread": seed_spread(preset.name) if source in ("shipped", "pretrained") and as_preset else None,
             "true_log_prior": lambda dataset: true_log_prior(wcfg, dataset),
             "corpus_counts": lambda dataset: checkpoint_corpus_counts(pretrained, dataset)}
     return Prepared(str(pretrained), options, recipe, PromptRecipe(trainer="features", coop_n_ctx=4), WORLD_NOTE, info)
 
 
-SEED_SPREAD_FILE = Path(__file__).resolve().parent / "seed_spread.json"
+# Seed-note metrics (gla.report.SPREAD_METRICS) and the regime measures they are read from.
+SPREAD_FROM_REGIME = {"zero_shot": "top1_zero_shot", "debiased": "top1_debiased_zero_shot",
+                      "fine_tuned": "top1_fine_tuned", "gla": "top1_gla", "ensemble": "top1_ensemble",
+                      "wise_ft": "top1_wise_ft", "head_minus_tail": "zs_head_minus_tail_true",
+                      "spearman_estimated_true": "spearman_estimated_true"}
 
 
-def seed_spread() -> dict[str, Any]:
-    """How far the default world's headline numbers move across world seeds: ``values``
-    (metric -> one value per seed of ``seeds``) and ``source`` (``seed_spread.json``, copied
-    from the measurements in ``gla/world/README.md``)."""
-    import json
+def seed_spread(preset: str = "default") -> dict[str, Any] | None:
+    """How far a preset's headline numbers move across world seeds, from its shipped regime
+    measurements (``gla/world/regime.json``): ``seeds``, ``values`` (metric -> one value per
+    seed) and ``source``; None when the preset was not measured."""
+    from .regime import shipped_regimes
 
-    return json.loads(SEED_SPREAD_FILE.read_text())
+    doc = shipped_regimes().get(preset)
+    if not doc:
+        return None
+    recs = doc["per_seed"]
+    values = {k: [float(r[m]) for r in recs] for k, m in SPREAD_FROM_REGIME.items() if all(m in r for r in recs)}
+    return {"seeds": [r["seed"] for r in recs], "values": values,
+            "source": f"gla/world/regime.json (benchmarks/world_regime.py, {doc.get('measured', '')})"}
 
 
 def true_log_prior(world: WorldConfig, dataset: str) -> torch.Tensor | None:
@@ -97,7 +118,7 @@ def checkpoint_corpus_counts(checkpoint: str | os.PathLike, dataset: str) -> tor
     wcfg = WorldConfig.from_dict(ckpt["world_config"])
     if true_log_prior(wcfg, dataset) is None:
         return None
-    return corpus_counts(World(wcfg), PretrainConfig(**ckpt["pretrain_config"]))
+    return corpus_counts(World(wcfg), PretrainConfig.from_dict(ckpt["pretrain_config"]))
 
 
 def concepts_table(world: WorldConfig, checkpoint: str | os.PathLike):
@@ -116,3 +137,43 @@ def concepts_table(world: WorldConfig, checkpoint: str | os.PathLike):
              "pretrain_images": int(counts[i]), "third": GROUP_NAMES["prior"][int(groups[i])]}
             for i in range(w.n_concepts)]
     return pd.DataFrame(rows).sort_values("true_prior", ascending=False)
+
+
+def regime_table(regimes: dict[str, dict] | None = None, presets: tuple[str, ...] = ("default", "photo-only")):
+    """The world's regime beside real CLIP's, one row per measure of P1-P6.
+
+    Parameters
+    ----------
+    regimes : dict, optional
+        Preset name -> record of ``benchmarks/world_regime.py`` (default: the shipped
+        ``gla/world/regime.json``).
+    presets : tuple of str
+        The presets to show (those measured), in order.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``property``, ``measure``, one column per preset and seed (``<preset>, seed s``),
+        ``<preset>: holds`` (in how many seeds the property holds, e.g. ``3 of 3``) and
+        ``CLIP ViT-B/16`` (computed from published numbers where they define the measure).
+    """
+    import pandas as pd
+
+    from .regime import PROPERTIES, real_clip_measures, shipped_regimes
+
+    regimes = shipped_regimes() if regimes is None else regimes
+    shown = [p for p in presets if p in regimes]
+    real = real_clip_measures()
+    rows = []
+    for prop in PROPERTIES:
+        for measure in prop.measures:
+            row = {"property": prop.id, "measure": measure}
+            for name in shown:
+                recs = regimes[name]["per_seed"]
+                for r in recs:
+                    row[f"{name}, seed {r['seed']}"] = float(r[measure])
+                held = sum(bool(r["checks"][prop.id]) for r in recs)
+                row[f"{name}: holds"] = f"{held} of {len(recs)}"
+            row["CLIP ViT-B/16"] = real.get(measure, float("nan"))
+            rows.append(row)
+    return pd.DataFrame(rows)

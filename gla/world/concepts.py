@@ -93,9 +93,11 @@ class WorldConfig:
     label_noise : float
         Downstream, not pretraining: the share of ``world-main``'s training labels (the
         ImageNet role) replaced by another class drawn uniformly, as ImageNet's training
-        labels carry documented errors and ambiguous images. 0 (clean) by default; it
-        changes no image and no pretraining corpus, so it is left out of the pretraining
-        checkpoint's key (:meth:`corpus_settings`).
+        labels carry documented errors and ambiguous images. 0 (clean) by default.
+    main_train_per_class : int
+        Downstream: training images per class of ``world-main`` (0: the task's own, 100).
+        Downstream settings change no pretraining corpus, so they are left out of the
+        pretraining checkpoint's key (:meth:`corpus_settings`).
     """
 
     n_concepts: int = 100
@@ -110,6 +112,7 @@ class WorldConfig:
     template_variety: float = 0.0
     instance_prob: float = 0.0
     label_noise: float = 0.0
+    main_train_per_class: int = 0
 
     @classmethod
     def from_dict(cls, settings: dict) -> "WorldConfig":
@@ -137,8 +140,9 @@ class WorldConfig:
         return hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:12]
 
 
-_MECHANISMS = ("generic_names", "generic_prob", "template_variety", "instance_prob", "label_noise")
-DOWNSTREAM_SETTINGS = ("label_noise",)  # settings of the downstream tasks, not of the corpus
+_MECHANISMS = ("generic_names", "generic_prob", "template_variety", "instance_prob", "label_noise",
+               "main_train_per_class")
+DOWNSTREAM_SETTINGS = ("label_noise", "main_train_per_class")  # settings of the downstream tasks, not the corpus
 _MECHANISMS_OFF = {f.name: f.default for f in fields(WorldConfig) if f.name in _MECHANISMS}
 # Named templates from descriptive to generic (the order `template_variety` cuts in): the
 # last two are the ones zero-shot prompts resemble.
@@ -193,6 +197,8 @@ class World:
             raise ValueError(f"instance_prob: expected a probability in [0, 1], got {c.instance_prob}")
         if not 0 <= c.label_noise < 1:
             raise ValueError(f"label_noise: expected a share in [0, 1), got {c.label_noise}")
+        if c.main_train_per_class < 0:
+            raise ValueError(f"main_train_per_class: expected 0 (the task's own) or more, got {c.main_train_per_class}")
         g = torch.Generator().manual_seed(c.seed)
         combo = torch.randperm(n_all, generator=g)[: c.n_concepts]
         n_c, n_p = len(COLOURS), len(PATTERNS)

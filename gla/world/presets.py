@@ -10,7 +10,7 @@ property of the regime (:mod:`gla.world.regime`) does to GLA's claims.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..finetune import FinetuneConfig
@@ -52,7 +52,7 @@ class WorldPreset:
     def describe(self) -> dict[str, Any]:
         """The preset as plain data (JSON), with the settings that differ from the defaults."""
         return {"name": self.name, "description": self.description, "model": self.model,
-                "world": self.world.settings(), "pretrain": asdict(self.pretrain),
+                "world": self.world.settings(), "pretrain": self.pretrain.settings(),
                 "finetune": self.finetune.identity()}
 
 

@@ -30,6 +30,8 @@ class PretrainConfig:
     """Pretraining recipe of the world's CLIP.
 
     ``threads`` is recorded because a different thread count changes results slightly.
+    ``fixed_logit_scale``: 0 (default) learns the logit scale as CLIP does (from 1 / 0.07,
+    capped at 100); a positive number holds it at that value for the whole run.
     """
 
     model: str = "gla-world-tiny"
@@ -41,8 +43,24 @@ class PretrainConfig:
     seed: int = 0
     threads: int = 2
     checkpoint_every: int = 250
+    fixed_logit_scale: float = 0.0
+
+    def settings(self) -> dict:
+        """The recipe as checkpoints and cache keys record it: settings added later appear
+        only when they differ from their default, so earlier checkpoints keep their keys."""
+        d = asdict(self)
+        for name, default in _ADDED_LATER.items():
+            if d[name] == default:
+                del d[name]
+        return d
+
+    @classmethod
+    def from_dict(cls, settings: dict) -> "PretrainConfig":
+        """The recipe as a checkpoint stores it (:meth:`settings`)."""
+        return cls(**settings)
 
 
+_ADDED_LATER = {"fixed_logit_scale": 0.0}
 SMOKE_PRETRAIN = PretrainConfig(steps=150, batch_size=128, warmup=20, checkpoint_every=50)
 # A shorter recipe for studies that pretrain many worlds (the Zipf-exponent sweep of the
 # book's "Beyond the paper" part), so that they fit the book's time budget; one thread,
@@ -128,7 +146,7 @@ def batch(world: World, step: int, batch_size: int, seed: int, tokenizer: WordTo
 
 
 def checkpoint_path(world_cfg: WorldConfig, cfg: PretrainConfig, cache_dir: str | os.PathLike) -> Path:
-    key = cache_key({"world": world_cfg.corpus_settings(), "pretrain": asdict(cfg), "version": WORLD_VERSION})
+    key = cache_key({"world": world_cfg.corpus_settings(), "pretrain": cfg.settings(), "version": WORLD_VERSION})
     return Path(cache_dir) / "world" / f"clip-{key}.pt"
 
 
@@ -162,6 +180,13 @@ def pretrain(world_cfg: WorldConfig = WorldConfig(), cfg: PretrainConfig = Pretr
     vocabulary = world.vocabulary()
     tokenizer = WordTokenizer(vocabulary)
     model = open_clip.create_model(cfg.model)
+    if cfg.fixed_logit_scale:
+        if not 0 < cfg.fixed_logit_scale <= 100:
+            raise ValueError(f"fixed_logit_scale: expected 0 (learned) or a scale in (0, 100], "
+                             f"got {cfg.fixed_logit_scale}")
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(cfg.fixed_logit_scale))
+        model.logit_scale.requires_grad_(False)
     mean = torch.tensor(model.visual.image_mean or open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(model.visual.image_std or open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
@@ -209,7 +234,7 @@ def pretrain(world_cfg: WorldConfig = WorldConfig(), cfg: PretrainConfig = Pretr
         "vocabulary": vocabulary,
         "model": cfg.model,
         "world_config": world_cfg.corpus_settings(),
-        "pretrain_config": asdict(cfg),
+        "pretrain_config": cfg.settings(),
         "timing": {"seconds": seconds, "images_per_second": cfg.steps * cfg.batch_size / max(seconds, 1e-9),
                    "threads": cfg.threads, "resumed_from_step": start},
         "final_loss": loss_val,

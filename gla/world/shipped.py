@@ -60,7 +60,7 @@ def shipped_checkpoints(folder: str | os.PathLike = SHIPPED_DIR) -> list[Shipped
 
 
 def _recipe_of(preset: WorldPreset, seed: int) -> tuple[dict, dict]:
-    return preset.world_config(seed).corpus_settings(), asdict(preset.pretrain_config(seed))
+    return preset.world_config(seed).corpus_settings(), preset.pretrain_config(seed).settings()
 
 
 def shipped_checkpoint(preset: str | WorldPreset, seed: int, folder: str | os.PathLike = SHIPPED_DIR

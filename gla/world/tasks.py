@@ -23,7 +23,7 @@ Roles (paper dataset -> world task):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -60,7 +60,7 @@ class TaskSpec:
     templates: tuple[str, ...] = ("a photo of a {}.", "a {}.", "this is a {}.")
     description: str = ""
     seed_offset: int = field(default=0)
-    noisy_labels: bool = False  # its train split takes the world's ``label_noise`` (the ImageNet role)
+    main: bool = False  # the ImageNet role: its train split takes the world's downstream settings
 
 
 ATTR_TEMPLATES = ("a photo of a {}.", "a {}.", "a {} thing.")
@@ -71,7 +71,7 @@ def _add(spec: TaskSpec) -> None:
     TASKS[spec.name] = spec
 
 
-_add(TaskSpec("world-main", "ImageNet", noisy_labels=True,
+_add(TaskSpec("world-main", "ImageNet", main=True,
               description="all concepts, balanced, photo style (training labels with the world's label noise)"))
 for _style, _role, _every in [("resample", "ImageNet-V2", None), ("sketch", "ImageNet-Sketch", None),
                               ("rendition", "ImageNet-R", 2), ("adversarial", "ImageNet-A", 2),
@@ -202,6 +202,8 @@ def make_split(world: World, task: str | TaskSpec, split: str, *, seed: int = 0,
         raise ValueError(f"split: task '{spec.name}' has splits {spec.splits}, not '{split}'")
     cls = task_classes(world, spec)
     n_classes = len(cls.names)
+    if split == "train" and spec.main and world.config.main_train_per_class:
+        spec = replace(spec, per_class=(world.config.main_train_per_class, *spec.per_class[1:]))
     counts = class_counts(spec, split, n_classes, seed)
     if scale != 1.0:
         if scale <= 0:
@@ -230,7 +232,7 @@ def make_split(world: World, task: str | TaskSpec, split: str, *, seed: int = 0,
                      world.patterns[concepts[i:i + batch]], size=world.config.image_size, style=style, generator=g)
               for i in range(0, len(labels), batch)]
     images = torch.cat(chunks) if chunks else torch.empty(0, 3, world.config.image_size, world.config.image_size)
-    if split == "train" and spec.noisy_labels and world.config.label_noise > 0:
+    if split == "train" and spec.main and world.config.label_noise > 0:
         labels = flip_labels(labels, n_classes, world.config.label_noise,
                               torch.Generator().manual_seed(1_000_003 * (seed + 1) + name_seed + 31))
     return Split(images, labels, cls.names, concepts, spec, split, class_subset)
