@@ -152,8 +152,38 @@ def declared_parameters(notebook: str | os.PathLike) -> list[str]:
     raise ValueError(f"{notebook}: no code cell tagged 'parameters'")
 
 
+def parameter_defaults(notebook: str | os.PathLike) -> dict[str, Any]:
+    """The values the notebook's ``parameters`` cell assigns (those written as literals)."""
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    out: dict[str, Any] = {}
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            for node in ast.parse(cell.source).body:
+                target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else (
+                    node.target if isinstance(node, ast.AnnAssign) and node.value is not None else None)
+                if isinstance(target, ast.Name):
+                    try:
+                        out[target.id] = ast.literal_eval(node.value)
+                    except ValueError:
+                        continue
+            break
+    return out
+
+
+# Parameters that describe the shared weights: a chapter that names its own backbone or
+# weights does not inherit them (the world's chapter, a few-shot chapter on RN50).
+WEIGHTS_PARAMETERS = ("quick_gelu",)
+
+
 def notebook_parameters(stem: str, declared: Iterable[str], params: Mapping[str, Any]) -> dict[str, Any]:
-    """The parameters one notebook receives: shared ones it declares, then its overrides."""
+    """The parameters one notebook receives: shared ones it declares, then its overrides.
+
+    ``quick_gelu`` says how the shared ``pretrained`` weights were trained: a chapter whose
+    overrides name another ``backbone`` or ``pretrained`` does not receive the shared value
+    (its own override, if any, applies).
+    """
     declared = set(declared)
     overrides = dict((params.get("notebooks") or {}).get(stem) or {})
     unknown = sorted(set(overrides) - declared)
@@ -161,6 +191,9 @@ def notebook_parameters(stem: str, declared: Iterable[str], params: Mapping[str,
         raise ValueError(f"params for notebook '{stem}': unknown parameter(s) {unknown}; "
                          f"the notebook declares {sorted(declared)}")
     shared = {k: v for k, v in params.items() if k not in RESERVED and k in declared}
+    if {"backbone", "pretrained"} & set(overrides):
+        for k in WEIGHTS_PARAMETERS:
+            shared.pop(k, None)
     shared.update(overrides)
     return shared
 
@@ -195,12 +228,13 @@ def plan_lanes(stems: Sequence[str], lanes: Sequence[Sequence[str]] | None, jobs
 
 def run_notebooks(params: Mapping[str, Any] | str | os.PathLike | None, out_dir: str | os.PathLike, *,
                   notebooks_dir: str | os.PathLike | None = None, only: Iterable[str] | None = None,
-                  overrides: Mapping[str, Any] | None = None, jobs: int = 1, keep_going: bool = False
-                  ) -> list[Path]:
+                  overrides: Mapping[str, Any] | None = None, jobs: int = 1, keep_going: bool = False,
+                  check: bool = True) -> list[Path]:
     """Execute the notebooks with papermill into ``out_dir``; returns the executed paths.
 
     Every parameter is checked against every notebook's ``parameters`` cell before the
-    first notebook starts (also with ``only``).
+    first notebook starts (also with ``only``), and, with ``check``, every name and path
+    the notebooks to run receive (:func:`check_parameters`).
 
     Parameters
     ----------
@@ -222,6 +256,9 @@ def run_notebooks(params: Mapping[str, Any] | str | os.PathLike | None, out_dir:
     keep_going : bool
         After a failing notebook, run the remaining ones (in its lane, or in order) and
         raise :class:`NotebookFailures` listing every failure at the end.
+    check : bool
+        Check backbones, checkpoints, data roots, dataset names and layouts and input
+        files before the first kernel (:func:`check_parameters`).
     """
     nb_dir = Path(notebooks_dir) if notebooks_dir is not None else find_source_dir("notebooks")
     if params is None and (nb_dir / "params" / "default.yaml").is_file():
@@ -265,6 +302,8 @@ def run_notebooks(params: Mapping[str, Any] | str | os.PathLike | None, out_dir:
         raise UsageError(f"lanes: no notebook named {strangers} in {nb_dir}")
     with _as_usage():
         first, lanes, last = plan_lanes(list(plan), params.get("lanes"), jobs, params.get("after_lanes") or ())
+    if check:
+        check_parameters({stem: (src, nb_params) for stem, (src, nb_params) in plan.items()})
     out.mkdir(parents=True, exist_ok=True)
     failures: list[tuple[str, BaseException]] = []
     done: list[Path] = []
@@ -288,6 +327,79 @@ def run_notebooks(params: Mapping[str, Any] | str | os.PathLike | None, out_dir:
     if failures:
         raise NotebookFailures(failures, out) from failures[0][1]
     return done
+
+
+# Parameters that name datasets, and the input files a notebook reads (outputs of the run,
+# such as few_shot_csv and results_root, are not checked).
+DATASET_PARAMETERS = ("dataset", "datasets", "shifted", "few_shot_dataset")
+INPUT_FILES = ("counts_file", "prior_file")
+# A dataset parameter's value that lets the notebook choose (see chapter 09).
+CHOSEN_BY_THE_NOTEBOOK = ("default",)
+
+
+def _dataset_names(value: Any) -> list[str]:
+    if value is None or value in CHOSEN_BY_THE_NOTEBOOK:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [n for v in value.values() for n in _dataset_names(v)]
+    if isinstance(value, (list, tuple)):
+        return [n for v in value for n in _dataset_names(v)]
+    return [value]  # not a name: check_datasets says what was expected
+
+
+def check_parameters(plan: Mapping[str, tuple[Path, Mapping[str, Any]]]) -> None:
+    """Check every name and path the notebooks of ``plan`` (stem -> (source, parameters))
+    receive, before any kernel starts.
+
+    For each notebook, over its parameters and the defaults of its ``parameters`` cell:
+    the backbone and its weights, with the activation of a checkpoint file
+    (:func:`gla.checks.check_backbone`; fully for notebooks that declare ``quick_gelu``,
+    which load an open_clip model, the name and file alone for the others), each of
+    ``extra_backbones``, options of a provider's models (the world's ``world_seed``) given
+    to an open_clip backbone, the data root, every dataset name and each split's layout
+    under the data root (:func:`gla.checks.check_datasets`), and the input files
+    (``counts_file``, ``prior_file``).
+
+    Raises
+    ------
+    gla.errors.UsageError
+        The first problem, with the chapter, the parameter and what to write instead.
+    """
+    from .backbones import backbone_provider
+    from .checks import check_backbone, check_datasets, check_files
+    from .notebook import provider_options, provider_options_error
+
+    datasets_checked: set = set()
+    for stem, (src, nb_params) in plan.items():
+        declared = set(declared_parameters(src))
+        p = {**parameter_defaults(src), **nb_params}
+        backbone, pretrained = p.get("backbone"), p.get("pretrained")
+        root = p.get("data_root")
+        if root and not Path(str(root)).expanduser().is_dir():
+            raise UsageError(f"{stem}: data_root: no folder at {root}")
+        if isinstance(backbone, str):
+            served = backbone_provider(backbone) is not None
+            options = sorted(provider_options() & declared) if not served else []
+            if options:
+                raise UsageError(f"{stem}: {provider_options_error(backbone, options, chapter=stem)}")
+            if "quick_gelu" in declared:
+                check_backbone(backbone, pretrained, p.get("quick_gelu"), what=stem)
+            elif isinstance(pretrained, str) and _looks_like_path(pretrained):
+                check_files([("pretrained", pretrained)], stem)
+        for i, entry in enumerate(p.get("extra_backbones") or []):
+            ok = (isinstance(entry, (list, tuple)) and len(entry) in (2, 3)
+                  and all(isinstance(v, str) for v in entry[:2]))
+            if not ok or (len(entry) == 3 and entry[2] is not None and not isinstance(entry[2], bool)):
+                raise UsageError(f"{stem}: extra_backbones: expected [name, pretrained] or [name, pretrained, "
+                                 f"quick_gelu] entries, got {entry!r}")
+            check_backbone(entry[0], entry[1], entry[2] if len(entry) == 3 else None,
+                           what=f"{stem}: extra_backbones[{i}]")
+        for key in DATASET_PARAMETERS:
+            if key in p:
+                check_datasets(_dataset_names(p[key]), None, root, what=f"{stem}: {key}", checked=datasets_checked)
+        check_files([(k, p.get(k)) for k in INPUT_FILES], stem)
 
 
 ARCHIVE_NAME = "results.zip"

@@ -18,22 +18,22 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import difflib
 import hashlib
 import json
 import os
 import re
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from .checks import check_backbone, check_datasets
+from .checks import error_message as _message
+from .checks import usage_errors as _usage
 from .errors import GLAError, RunError, UsageError
 
 EXPECTED_ERRORS = (GLAError, ValueError, FileNotFoundError, RuntimeError, OSError)
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -47,133 +47,8 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-@contextlib.contextmanager
-def _usage() -> Iterator[None]:
-    """Turn the library's input errors into :class:`UsageError` (exit status 2)."""
-    try:
-        yield
-    except UsageError:
-        raise
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        raise UsageError(_message(exc)) from exc
-
-
-def _message(exc: BaseException) -> str:
-    if isinstance(exc, KeyError) and exc.args:
-        return str(exc.args[0])
-    text = str(exc) or type(exc).__name__
-    if "Original Traceback" in text:  # raised in a DataLoader worker: the worker's last line is the error
-        lines = [ln for ln in text.splitlines() if ln.strip()]
-        return lines[-1]
-    return text
-
-
-def _close(name: str, known: Sequence[str]) -> str:
-    near = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
-    return f" (did you mean {', '.join(near)}?)" if near else ""
-
-
 # --------------------------------------------------------------------------- checks before compute
-
-def check_backbone(name: str, pretrained: str | None) -> None:
-    """Raise :class:`UsageError` unless ``name`` is a model open_clip (or a registered
-    provider, such as the world's) knows and ``pretrained`` is a known tag of it, an
-    existing checkpoint file, or what the provider takes ("world" for the world)."""
-    import open_clip
-
-    from .backbones import backbone_provider, register_model_configs
-
-    register_model_configs()
-    models = open_clip.list_models()
-    pretrained = "" if pretrained is None else str(pretrained)
-    resolved = name
-    if pretrained == "openai" and f"{name}-quickgelu" in models:
-        resolved = f"{name}-quickgelu"
-    if resolved not in models:
-        raise UsageError(f"backbone: unknown model '{name}'{_close(name, models)}; the known names are "
-                         "open_clip.list_models() and the world's (gla-world-tiny)")
-    if _is_path(pretrained):
-        if not Path(pretrained).expanduser().is_file():
-            raise UsageError(f"pretrained: no checkpoint file at {pretrained}")
-        return
-    provider = backbone_provider(name)
-    if provider is not None:
-        if pretrained not in ("", "world"):
-            raise UsageError(f"pretrained: expected 'world' or a checkpoint file for {name}, got '{pretrained}'")
-        return
-    if pretrained:
-        tags = {t for m in {resolved, name} for t in open_clip.list_pretrained_tags_by_model(m)}
-        if pretrained not in tags:
-            raise UsageError(f"pretrained: '{pretrained}' is not a pretrained tag of {resolved} "
-                             f"(known: {', '.join(sorted(tags)) or 'none'}) nor a checkpoint file")
-        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-            _check_offline_weights(resolved, pretrained)
-
-
-def _check_offline_weights(model: str, tag: str) -> None:
-    """With ``HF_HUB_OFFLINE=1``, raise :class:`UsageError` when the weights of a Hugging
-    Face hosted tag are not in the local cache (the files open_clip would load)."""
-    import open_clip
-
-    from .backbones import _explain_missing_weights
-
-    hub = open_clip.get_pretrained_cfg(model, tag).get("hf_hub", "")
-    if not hub:
-        return  # weights fetched by URL: open_clip's own cache, checked when loading
-    repo, filename = os.path.split(hub)  # 'org/model/' means the default file name
-    default = "open_clip_pytorch_model.bin"
-    filename = filename or default
-    candidates = [filename]
-    if filename == default:
-        candidates.insert(0, "open_clip_model.safetensors")
-    elif filename.endswith((".bin", ".pth")):
-        candidates.insert(0, filename[:-4] + ".safetensors")
-    cache = os.environ.get("HF_HUB_CACHE") or (os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME")
-                                               else None)
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - open_clip loads weights through huggingface_hub
-        return
-    if any(isinstance(try_to_load_from_cache(repo, f, cache_dir=cache), str) for f in candidates):
-        return
-    raise UsageError(str(_explain_missing_weights(model, tag, FileNotFoundError(
-        f"{repo}/{candidates[-1]} is not in the Hugging Face cache ({cache or 'the default HF_HOME'})"))))
-
-
-def _is_path(pretrained: str) -> bool:
-    return bool(pretrained) and (os.sep in pretrained or "/" in pretrained or pretrained.endswith(CHECKPOINT_SUFFIXES))
-
-
-def check_datasets(names: Sequence[str], splits: Sequence[str], data_root: str | None, what: str = "datasets"
-                   ) -> None:
-    """Raise :class:`UsageError` unless every name is registered with the needed splits and
-    every real dataset's files are where its loader expects them under the data root
-    (each split is loaded once; world tasks need no data root)."""
-    from .data import dataset_entry, list_datasets, load_dataset
-
-    known = list_datasets()
-    for n in names:
-        if n not in known:
-            raise UsageError(f"{what}: unknown dataset '{n}'{_close(n, known)}; 'gla datasets' lists the "
-                             f"{len(known)} known names")
-        missing = [s for s in splits if s not in dataset_entry(n).splits]
-        if missing:
-            raise UsageError(f"{what}: dataset '{n}' has the splits {', '.join(dataset_entry(n).splits)}; this "
-                             f"needs {', '.join(splits)}")
-    real = [n for n in names if dataset_entry(n).kind == "real"]
-    if not real:
-        return
-    root = data_root or os.environ.get("GLA_DATA_ROOT")
-    if not root:
-        raise UsageError(f"{what}: {', '.join(real)} are read from disk: pass --data-root or set GLA_DATA_ROOT "
-                         "('gla datasets' shows the expected layouts)")
-    if not Path(root).is_dir():
-        raise UsageError(f"data root: no folder at {root}")
-    for n in real:
-        for s in splits:
-            with _usage():
-                load_dataset(n, s, root=root)
-
+# (check_backbone and check_datasets live in gla.checks, shared with the book runner)
 
 def shift_parent(name: str) -> str | None:
     """The dataset whose classes a shifted test set shares (None: not a shifted set)."""
@@ -277,8 +152,10 @@ def results_stem(protocol: str, backbone: str, pretrained: str | None) -> str:
     """File stem of a run's results: protocol, backbone and pretrained tag (a checkpoint
     path becomes its file name and a short hash of the full path), so two backbones
     written to one folder never overwrite each other."""
+    from .backbones import is_checkpoint_path
+
     p = "" if pretrained is None else str(pretrained)
-    if _is_path(p):
+    if is_checkpoint_path(p):
         digest = hashlib.sha256(str(Path(p).expanduser().resolve()).encode()).hexdigest()[:8]
         tag = f"{Path(p).stem}-{digest}"
     else:
@@ -315,7 +192,7 @@ def _validate_run(args: argparse.Namespace) -> RunOptions:
     if repeated:
         raise UsageError(f"--datasets: {', '.join(repeated)} named more than once")
     shifted = parse_shifted(args.shifted, args.datasets)
-    check_backbone(args.backbone, args.pretrained)
+    check_backbone(args.backbone, args.pretrained, args.quick_gelu)
     check_datasets(args.datasets, ("train", "val", "test"), args.data_root, "--datasets")
     for target, sets in shifted.items():
         check_datasets(sets, ("test",), args.data_root, f"--shifted (for {target})")
@@ -349,7 +226,8 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(ctx.output_dir)
     settings = {"gla_version": __version__, "command": ["gla", *sys.argv[1:]] if args._argv is None else args._argv,
                 "protocol": args.experiment, "backbone": args.backbone, "pretrained": str(args.pretrained),
-                "resolved_pretrained": str(ctx.pretrained), "datasets": args.datasets, "options": asdict(opts),
+                "resolved_pretrained": str(ctx.pretrained), "quick_gelu": args.quick_gelu,
+                "datasets": args.datasets, "options": asdict(opts),
                 "recipe": asdict(recipe) if args.experiment != "few-shot" else None, "smoke": args.smoke,
                 "files": {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     settings_path = out / f"{stem}.settings.json"
@@ -387,11 +265,11 @@ def _context_and_recipe(args: argparse.Namespace):
     from .notebook import context
 
     ctx = context(args.backbone, args.pretrained, smoke=args.smoke, cache_dir=args.cache_dir,
-                  output_dir=getattr(args, "out", "results"), device=args.device, data_root=args.data_root,
+                  output_dir=getattr(args, "out", None), device=args.device, data_root=args.data_root,
                   protocol=getattr(args, "protocol", "paper"), templates=getattr(args, "templates", "gla"),
                   prior_file=getattr(args, "prior_file", None), source_prior=getattr(args, "source_prior", None),
                   precision=getattr(args, "precision", None), num_workers=getattr(args, "num_workers", None),
-                  progress=not args.quiet)
+                  quick_gelu=args.quick_gelu, progress=not args.quiet)
     recipe = ctx.recipe
     if args.epochs is not None:
         recipe = replace(recipe, epochs=int(args.epochs))
@@ -407,7 +285,7 @@ def _context_and_recipe(args: argparse.Namespace):
 def _finetune(args: argparse.Namespace) -> int:
     from .protocols import finetune_to_cache
 
-    check_backbone(args.backbone, args.pretrained)
+    check_backbone(args.backbone, args.pretrained, args.quick_gelu)
     check_datasets([args.dataset], ("train",), args.data_root, "dataset")
     for name, v in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
         if v is not None and v < 1:
@@ -527,6 +405,14 @@ def _version() -> str:
     return __version__
 
 
+def _add_activation(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick-gelu", action=argparse.BooleanOptionalAction, default=None,
+                        help="for a checkpoint file of a model that exists with GELU and with QuickGELU (ViT-B-32, "
+                        "ViT-B-16, RN50, ...): --quick-gelu for weights trained with QuickGELU (OpenAI's), "
+                        "--no-quick-gelu for GELU (LAION's, DataComp's). Default: detected from a tag or a "
+                        "TorchScript file or a '-quickgelu' name; a state dict with a plain name needs it")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``gla`` argument parser (every subcommand shows its defaults in ``-h``)."""
     common = argparse.ArgumentParser(add_help=False)
@@ -558,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="many-shot, few-shot or long-tail")
     run.add_argument("--backbone", default="gla-world-tiny", help="open_clip model name or gla-world-tiny")
     run.add_argument("--pretrained", default="world", help="open_clip tag, checkpoint path, or 'world'")
+    _add_activation(run)
     run.add_argument("--datasets", nargs="+", required=True, help="names from 'gla datasets'")
     run.add_argument("--shifted", nargs="*", metavar="SET|DATASET=SET,SET",
                      help="many-shot and few-shot: shifted test sets; 'dataset=set1,set2' per dataset, bare names "
@@ -604,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--loss", choices=["ce", "la"], default="ce", help="cross-entropy or the logit-adjusted loss")
     ft.add_argument("--backbone", default="gla-world-tiny", help="open_clip model name or gla-world-tiny")
     ft.add_argument("--pretrained", default="world", help="open_clip tag, checkpoint path, or 'world'")
+    _add_activation(ft)
     ft.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the backbone's recipe, 1 with --smoke)")
     ft.add_argument("--lr", type=float, help="peak learning rate (default: the backbone's recipe)")
     ft.add_argument("--batch-size", type=int, help="global batch size (default: the backbone's recipe)")

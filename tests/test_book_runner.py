@@ -111,6 +111,7 @@ def test_keep_going_runs_the_rest_and_reports_every_failure(tmp_path, monkeypatc
     write_nb(src / "03_fails_too.ipynb", "output_dir = 'unset'", "1 / 0")
     cfg = tmp_path / "cfg"
     cfg.mkdir()
+    (tmp_path / "data").mkdir()  # checked before the first kernel
     (cfg / "params.yaml").write_text("data_root: ../data\nnotebooks:\n  02_ok: {pretrained: ckpt/model.pt}\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
