@@ -301,18 +301,16 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    import torch
-
+    from .apply import load_tensor
     from .prior import PriorEstimator
 
     with _usage():
-        if not Path(args.logits).is_file():
-            raise UsageError(f"logits: no file at {args.logits}")
-        data = torch.load(args.logits, map_location="cpu", weights_only=True)
-        if not isinstance(data, dict) or "logits" not in data or "labels" not in data:
-            raise UsageError(f"expected {args.logits} to hold a dict with 'logits' (N, K) and 'labels' (N,)")
-        temperature = "search" if args.temperature == "search" else float(args.temperature)
-        fit = PriorEstimator(temperature=temperature, balance=not args.no_balance).fit(data["logits"], data["labels"])
+        logits = load_tensor(args.logits, "logits")
+        labels = load_tensor(args.labels or args.logits, "labels")
+        if args.labels is None and labels.ndim != 1:
+            raise UsageError(f"labels: {args.logits} holds no labels (a dict or .npz with 'labels' beside 'logits'); "
+                             "pass them with --labels FILE (.pt or .npy of shape (N,))")
+        fit = PriorEstimator(temperature=args.temperature, balance=not args.no_balance).fit(logits, labels)
     record = {"log_prior": fit.log_prior_.tolist(), "temperature": fit.temperature_,
               "objective": fit.objective_, "grad_norm": fit.grad_norm_, "n_iter": fit.n_iter_,
               "converged": fit.converged_}
@@ -403,6 +401,19 @@ def _version() -> str:
     from . import __version__
 
     return __version__
+
+
+def _temperature(text: str) -> float | str:
+    """``--temperature``: a positive number or ``search``."""
+    if text == "search":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'search', got {text!r}")
+    return value
 
 
 def _add_activation(parser: argparse.ArgumentParser) -> None:
@@ -536,18 +547,38 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--name", help="file stem (default: apply_many_shot, apply_few_shot or apply_long_tail)")
     apply.set_defaults(func=_apply)
 
-    est = add(sub, "estimate", help="estimate the label prior from saved logits")
-    est.add_argument("logits", help="torch file with a dict {'logits': (N, K), 'labels': (N,)}")
-    est.add_argument("--temperature", default="1.0", help="a number or 'search'")
+    est = add(sub, "estimate", help="estimate the label prior from saved logits",
+              description="Estimate the label prior q of a zero-shot model from its logits on labelled images "
+              "(the paper's estimator, solved exactly) and print or write it as JSON, with its temperature and "
+              "convergence diagnostics; 'gla run --prior-file' and 'gla apply --prior-file' read that JSON. "
+              "Files are read as 'gla apply' reads them: .pt (a tensor, or a dict with 'logits' and 'labels'), "
+              ".npy or .npz.")
+    est.add_argument("logits", help="logits (N, K): .pt (a tensor, or a dict with 'logits' and 'labels'), .npy "
+                     "or .npz")
+    est.add_argument("--labels", help="labels (N,), .pt or .npy (default: the 'labels' entry of the logits file)")
+    est.add_argument("--temperature", default="1.0", type=_temperature,
+                     help="divide the logits by this positive number before estimating, or 'search' for the "
+                     "temperature at which confidence matches accuracy")
     est.add_argument("--no-balance", action="store_true", help="do not reweight to balanced classes")
     est.add_argument("--out", help="write the JSON result here (default: stdout)")
     est.set_defaults(func=_estimate)
 
-    book = add(sub, "book", help="run the book's notebooks; build the HTML book")
+    book = add(sub, "book", help="run the book's notebooks; build the HTML book",
+               description="Run the book's notebooks with a parameter file, and build the HTML book from them.")
     book_sub = book.add_subparsers(dest="book_command", required=True, metavar="command")
+    descriptions = {
+        "run": "Execute the book's notebooks with papermill into --out, each with the parameters of the file "
+               "(shared ones, then its overrides under 'notebooks:'), and put every chapter's tables in "
+               "<out>/results.zip. Before the first kernel starts, every parameter name, backbone and checkpoint "
+               "(with its activation), data root, dataset name and layout, and input file is checked.",
+        "build": "Build the HTML book into <out>/_build/html: execute the notebooks into <out>/book/generated "
+                 "(as 'gla book run') unless --generated names executed ones, then assemble the pages and run "
+                 "Jupyter Book. The introduction and the 'All results' page say what each chapter's executed "
+                 "notebook ran and wrote; a tree with some chapters only gives a book of those chapters.",
+    }
     for name, helptext in [("run", "execute every notebook with papermill"),
                            ("build", "execute the notebooks into <out>/book/generated and build the HTML book")]:
-        b = add(book_sub, name, help=helptext)
+        b = add(book_sub, name, help=helptext, description=descriptions[name])
         b.add_argument("--params", help="parameter YAML file; relative paths in it resolve against its folder "
                        "(default: the shipped notebooks/params/default.yaml)")
         if name == "run":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import asdict, fields
 
 
@@ -31,7 +32,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     from .pretrain import pretrain
 
     world, cfg = _configs(args)
-    path = pretrain(world, cfg, cache_dir=args.cache_dir, progress=not args.quiet)
+    cache_dir = args.cache_dir or os.environ.get("GLA_CACHE_DIR", ".gla_cache")
+    path = pretrain(world, cfg, cache_dir=cache_dir, progress=not args.quiet)
     import torch
 
     timing = torch.load(path, map_location="cpu", weights_only=True)["timing"]
@@ -61,11 +63,17 @@ def add_world_parser(sub: argparse._SubParsersAction, **parser_kwargs) -> None:
 
     kw = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter, **parser_kwargs}
     d = WorldConfig()
-    world = sub.add_parser("world", help="the miniature world", **kw)
+    world = sub.add_parser("world", help="the miniature world",
+                           description="The miniature world the book runs on by default: its concepts, its "
+                           "long-tailed pretraining corpus and the tiny CLIP pretrained on it.", **kw)
     ws = world.add_subparsers(dest="world_command", required=True, metavar="command")
+    descriptions = {"pretrain": "Pretrain the world's CLIP with open_clip's contrastive loss on the world's corpus, "
+                                "or reuse the checkpoint of the same settings from the cache; prints its path and "
+                                "timing as JSON.",
+                    "info": "Print the world's concepts (names, attributes, true prior) and its tasks as JSON."}
     for name, func, helptext in [("pretrain", _pretrain, "pretrain (or reuse) the world's CLIP"),
                                  ("info", _info, "print the world's concepts, true prior and tasks")]:
-        p = ws.add_parser(name, help=helptext, **kw)
+        p = ws.add_parser(name, help=helptext, description=descriptions[name], **kw)
         p.add_argument("--n-concepts", type=int, default=d.n_concepts, help="number of concepts (classes)")
         p.add_argument("--image-size", type=int, default=d.image_size, help="image side in pixels")
         p.add_argument("--zipf", type=float, default=d.zipf_exponent, help="Zipf exponent of the corpus")
@@ -84,6 +92,7 @@ def add_world_parser(sub: argparse._SubParsersAction, **parser_kwargs) -> None:
                 p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=None,
                                help=f"pretraining {f.name.replace('_', ' ')} (default: {f.default!r}, or the "
                                "smoke recipe's with --smoke)")
-            p.add_argument("--cache-dir", default=".gla_cache", help="cache folder for the checkpoint")
+            p.add_argument("--cache-dir", help="cache folder for the checkpoint (default: GLA_CACHE_DIR or "
+                           ".gla_cache)")
             p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.set_defaults(func=func)
