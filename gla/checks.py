@@ -153,8 +153,10 @@ def check_datasets(names: Sequence[str], splits: Sequence[str] | None, data_root
         for s in splits or dataset_entry(n).splits:
             if (n, s, str(root)) in checked:
                 continue
-            with usage_errors():
+            try:
                 load_dataset(n, s, root=root)
+            except (ValueError, FileNotFoundError, KeyError) as exc:
+                raise UsageError(f"{what}: {error_message(exc)}") from exc
             checked.add((n, s, str(root)))
 
 

@@ -390,7 +390,7 @@ def _book_build(args: argparse.Namespace) -> int:
         overrides = {"smoke": True} if args.smoke else None
         run_notebooks(args.params, generated, only=args.only or None, overrides=overrides, jobs=args.jobs,
                       keep_going=args.keep_going)
-    html = build_book(generated, out, book_dir=args.pages, params=args.params)
+    html = build_book(generated, out, book_dir=args.pages)
     print(f"Book built: {html / 'index.html'}")
     return 0
 
