@@ -373,7 +373,7 @@ def check_parameters(plan: Mapping[str, tuple[Path, Mapping[str, Any]]]) -> None
     """
     from .backbones import backbone_provider
     from .checks import check_backbone, check_datasets, check_files
-    from .notebook import provider_options, provider_options_error
+    from .notebook import extra_backbone, provider_options, provider_options_error
 
     datasets_checked: set = set()
     for stem, (src, nb_params) in plan.items():
@@ -393,13 +393,11 @@ def check_parameters(plan: Mapping[str, tuple[Path, Mapping[str, Any]]]) -> None
             elif isinstance(pretrained, str) and _looks_like_path(pretrained):
                 check_files([("pretrained", pretrained)], stem)
         for i, entry in enumerate(p.get("extra_backbones") or []):
-            ok = (isinstance(entry, (list, tuple)) and len(entry) in (2, 3)
-                  and all(isinstance(v, str) for v in entry[:2]))
-            if not ok or (len(entry) == 3 and entry[2] is not None and not isinstance(entry[2], bool)):
-                raise UsageError(f"{stem}: extra_backbones: expected [name, pretrained] or [name, pretrained, "
-                                 f"quick_gelu] entries, got {entry!r}")
-            check_backbone(entry[0], entry[1], entry[2] if len(entry) == 3 else None,
-                           what=f"{stem}: extra_backbones[{i}]")
+            try:
+                name, weights, quick_gelu = extra_backbone(entry)
+            except ValueError as exc:
+                raise UsageError(f"{stem}: {exc}") from exc
+            check_backbone(name, weights, quick_gelu, what=f"{stem}: extra_backbones[{i}]")
         for key in DATASET_PARAMETERS:
             if key in p:
                 check_datasets(_dataset_names(p[key]), None, root, what=f"{stem}: {key}", checked=datasets_checked)

@@ -88,14 +88,13 @@ def check_backbone(name: str, pretrained: str | None, quick_gelu: bool | None = 
     if is_checkpoint_path(pretrained):
         if not Path(pretrained).expanduser().is_file():
             raise UsageError(f"{prefix}pretrained: no checkpoint file at {pretrained}")
-    elif provider is not None:
-        if pretrained not in ("", provider.default_pretrained):
-            expected = f"'{provider.default_pretrained}' or a checkpoint file" if provider.default_pretrained else \
-                "a checkpoint file"
-            raise UsageError(f"{prefix}pretrained: expected {expected} for {name}, got '{pretrained}'")
-        if quick_gelu is not None:
-            raise UsageError(f"{prefix}quick_gelu: the activation of an open_clip checkpoint file; {name} is not an "
-                             "open_clip model: leave the option out")
+    elif provider is not None and pretrained not in ("", provider.default_pretrained):
+        expected = f"'{provider.default_pretrained}' or a checkpoint file" if provider.default_pretrained else \
+            "a checkpoint file"
+        raise UsageError(f"{prefix}pretrained: expected {expected} for {name}, got '{pretrained}'")
+    if provider is not None and quick_gelu is not None:
+        raise UsageError(f"{prefix}quick_gelu: the activation of an open_clip checkpoint file; {name} is not an "
+                         "open_clip model: leave the option out")
     try:
         resolved = resolve_model_name(name, pretrained, quick_gelu)
     except (ValueError, FileNotFoundError) as exc:

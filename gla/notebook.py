@@ -130,15 +130,24 @@ class Context:
         """
         out = [(self.backbone, self.pretrained, self.run())]
         for entry in extra_backbones:
-            ok = (isinstance(entry, (list, tuple)) and len(entry) in (2, 3) and isinstance(entry[0], str)
-                  and isinstance(entry[1], str) and (len(entry) == 2 or entry[2] is None or isinstance(entry[2], bool)))
-            if not ok:
-                raise ValueError(f"extra_backbones: expected [name, pretrained] or [name, pretrained, quick_gelu] "
-                                 f"entries (quick_gelu true, false or null), got {entry!r}")
-            quick_gelu = entry[2] if len(entry) == 3 else None
-            out.append((entry[0], entry[1], {"settings": self.settings,
-                                              "config": replace(self.config, quick_gelu=quick_gelu)}))
+            name, pretrained, quick_gelu = extra_backbone(entry)
+            out.append((name, pretrained, {"settings": self.settings,
+                                           "config": replace(self.config, quick_gelu=quick_gelu)}))
         return out
+
+
+def extra_backbone(entry: Any) -> tuple[str, str, bool | None]:
+    """One entry of a notebook's ``extra_backbones`` as (name, pretrained, quick_gelu).
+
+    Raises ``ValueError`` unless it is ``[name, pretrained]`` or ``[name, pretrained,
+    quick_gelu]`` with strings and True, False or None.
+    """
+    ok = (isinstance(entry, (list, tuple)) and len(entry) in (2, 3) and isinstance(entry[0], str)
+          and isinstance(entry[1], str) and (len(entry) == 2 or entry[2] is None or isinstance(entry[2], bool)))
+    if not ok:
+        raise ValueError(f"extra_backbones: expected [name, pretrained] or [name, pretrained, quick_gelu] entries "
+                         f"(quick_gelu true, false or null), got {entry!r}")
+    return entry[0], entry[1], entry[2] if len(entry) == 3 else None
 
 
 def real_note(backbone: str, pretrained: str | None) -> str:
