@@ -8,8 +8,9 @@ served by :func:`load_backbone`, so notebooks switch between them by parameters 
 
 Local checkpoint files: OpenAI's released files are TorchScript archives and their models
 use QuickGELU; :func:`checkpoint_format` tells them from plain state dicts, and
-:func:`load_backbone` picks the ``-quickgelu`` model for them (``quick_gelu`` decides for
-state dicts, whose origin cannot be read from the file).
+:func:`resolve_model_name` picks the ``-quickgelu`` model for them. For a state dict, whose
+origin cannot be read from the file, the user says which activation its weights were
+trained with: ``quick_gelu`` here, :data:`ACTIVATION_OPTION` at every entry point.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ import torch
 from .plugins import ensure_plugins
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+#: How each entry point that loads a model takes the activation of a checkpoint file's weights.
+ACTIVATION_OPTION = {"gelu": "--no-quick-gelu on the command line (gla run, gla finetune), quick_gelu: false in the "
+                             "book's parameter file or a notebook's parameters, quick_gelu=False in Python",
+                     "quickgelu": "--quick-gelu, quick_gelu: true or quick_gelu=True"}
 _registered = False
 BackboneLoader = Callable[[str, str, torch.device, str], "Backbone"]
 
@@ -38,19 +43,23 @@ class BackboneProvider:
     ``load(name, pretrained, device, precision) -> Backbone``; ``prepare``, when given, is
     called by :func:`gla.notebook.context` to resolve a notebook's ``pretrained`` (e.g. the
     world pretrains or reuses its CLIP) and returns an object with ``pretrained``,
-    ``dataset_options``, ``recipe``, ``prompts``, ``note`` and ``info``.
+    ``dataset_options``, ``recipe``, ``prompts``, ``note`` and ``info``; its keyword
+    parameters beyond ``smoke``, ``cache_dir`` and ``progress`` are the options its models
+    take. ``default_pretrained`` is the ``pretrained`` value that asks ``prepare`` for its
+    default weights (the world's ``"world"``), quoted in messages.
     """
 
     prefix: str
     load: BackboneLoader
     prepare: Callable[..., Any] | None = None
+    default_pretrained: str = ""
 
 
 _providers: dict[str, BackboneProvider] = {}
 
 
-def register_backbone_provider(prefix: str, loader: BackboneLoader, prepare: Callable[..., Any] | None = None
-                               ) -> None:
+def register_backbone_provider(prefix: str, loader: BackboneLoader, prepare: Callable[..., Any] | None = None,
+                               default_pretrained: str = "") -> None:
     """Serve model names starting with ``prefix`` by ``loader`` instead of open_clip.
 
     Parameters
@@ -64,13 +73,15 @@ def register_backbone_provider(prefix: str, loader: BackboneLoader, prepare: Cal
         ``precision`` open_clip's weight precision (``"fp32"``, ...).
     prepare : callable, optional
         Resolves a notebook's parameters for these models (see :class:`BackboneProvider`).
+    default_pretrained : str, optional
+        The ``pretrained`` value that gives these models their default weights.
     """
     if not isinstance(prefix, str) or not prefix:
         raise ValueError(f"prefix: expected a non-empty model-name prefix, got {prefix!r}")
     if not callable(loader):
         raise TypeError(f"loader: expected a callable (name, pretrained, device, precision) -> Backbone, "
                         f"got {loader!r}")
-    _providers[prefix] = BackboneProvider(prefix, loader, prepare)
+    _providers[prefix] = BackboneProvider(prefix, loader, prepare, default_pretrained)
 
 
 def backbone_providers() -> dict[str, BackboneProvider]:
@@ -183,19 +194,131 @@ def list_pretrained(name: str | None = None) -> list[tuple[str, str]]:
     return [p for p in pairs if name is None or p[0] == name]
 
 
-def _explain_missing_weights(name: str, pretrained: str, exc: Exception) -> RuntimeError:
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+def _explain_missing_weights(name: str, pretrained: str, exc: Exception, unreachable: str = "") -> RuntimeError:
+    offline = _offline_env()
+    searched = (" (HF_HUB_OFFLINE=1 is set, so only the cache was searched)" if offline
+                else f" (the hub cannot be reached: {unreachable}; only the cache was searched)" if unreachable else "")
     return RuntimeError(
         f"Could not load weights for model '{name}' with pretrained='{pretrained}': {exc}\n"
         "Weights come from the Hugging Face hub, from its local cache, or from a file path.\n"
         f"- With network access: run once, e.g. python -c \"import open_clip; "
         f"open_clip.create_model_and_transforms('{name}', pretrained='{pretrained}')\", to fill the cache.\n"
         "- Offline: set HF_HUB_OFFLINE=1 and HF_HOME (or pass cache_dir) to a cache that holds them"
-        + (" (HF_HUB_OFFLINE=1 is set, so only the cache was searched)" if offline else "") + ".\n"
+        + searched + ".\n"
         "- Or pass a local checkpoint file as pretrained=/path/to/weights.pt (or .safetensors).\n"
         "Known tags for this model: "
         + (", ".join(t for _, t in list_pretrained(name)) or "none (check the model name)")
     )
+
+
+def _offline_env() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+_HUB_PROBE: dict[str, str] = {}
+
+
+def hub_unreachable(timeout: float = 3.0) -> str:
+    """Why the Hugging Face hub cannot be reached (``""`` when it can), probed once per process.
+
+    One TCP connection to the hub (``HF_ENDPOINT``, default ``https://huggingface.co``), or
+    to the HTTPS proxy when one is set, with a ``timeout`` in seconds: a machine without
+    network learns it in at most that long, instead of the hub client's minute of retries.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    proxy = next((os.environ[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy") if os.environ.get(k)),
+                 "")
+    url = urlsplit(proxy or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    key = f"{host}:{port}"
+    if key not in _HUB_PROBE:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            _HUB_PROBE[key] = ""
+        except OSError as exc:
+            _HUB_PROBE[key] = f"{key}: {exc.strerror or exc}"
+    return _HUB_PROBE[key]
+
+
+def _hub_files(model: str, tag: str) -> tuple[str, list[str]] | None:
+    """The Hugging Face repository and the file names (preferred first) open_clip reads for a
+    tag, or None for weights fetched by URL."""
+    import open_clip
+
+    hub = (open_clip.get_pretrained_cfg(model, tag) or {}).get("hf_hub", "")
+    if not hub:
+        return None
+    repo, filename = os.path.split(hub)  # 'org/model/' means the default file name
+    default = "open_clip_pytorch_model.bin"
+    filename = filename or default
+    candidates = [filename]
+    if filename == default:
+        candidates.insert(0, "open_clip_model.safetensors")
+    elif filename.endswith((".bin", ".pth")):
+        candidates.insert(0, filename[:-4] + ".safetensors")
+    return repo, candidates
+
+
+def _hub_cache(cache_dir: str | None) -> str | None:
+    return cache_dir or os.environ.get("HF_HUB_CACHE") or (
+        os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None)
+
+
+def check_weights_reachable(model: str, tag: str, cache_dir: str | None = None) -> bool:
+    """Whether a pretrained tag's weights must be read from the local cache only, raising
+    at once when they are not there (nothing is downloaded or loaded).
+
+    They must when ``HF_HUB_OFFLINE`` is set or the hub cannot be reached
+    (:func:`hub_unreachable`). Weights fetched by URL rather than from the hub, or a hub
+    that answers, need no check (False).
+
+    Raises
+    ------
+    RuntimeError
+        The weights are not in the cache and cannot be fetched (with advice on filling the
+        cache, offline use and local files).
+    """
+    files = _hub_files(model, tag)
+    if files is None:
+        return False
+    offline = _offline_env()
+    why = "" if offline else hub_unreachable()
+    if not offline and not why:
+        return False
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - open_clip loads weights through huggingface_hub
+        return False
+    repo, candidates = files
+    cache = _hub_cache(cache_dir)
+    if any(isinstance(try_to_load_from_cache(repo, f, cache_dir=cache), str) for f in candidates):
+        return True
+    raise _explain_missing_weights(model, tag, FileNotFoundError(
+        f"{repo}/{candidates[-1]} is not in the Hugging Face cache ({cache or 'the default HF_HOME'})"), why)
+
+
+class _hub_offline:
+    """Within: the Hugging Face client reads only its cache (as with ``HF_HUB_OFFLINE=1``)."""
+
+    def __init__(self, active: bool):
+        self.active = active
+
+    def __enter__(self):
+        if self.active:
+            from huggingface_hub import constants
+
+            self.saved = constants.HF_HUB_OFFLINE
+            constants.HF_HUB_OFFLINE = True
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            from huggingface_hub import constants
+
+            constants.HF_HUB_OFFLINE = self.saved
+        return False
 
 
 def load_backbone(name: str, pretrained: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
@@ -218,10 +341,8 @@ def load_backbone(name: str, pretrained: str | os.PathLike | None = None, *, dev
     cache_dir : str, optional
         Hugging Face cache folder for downloaded weights.
     quick_gelu : bool, optional
-        Whether the weights were trained with QuickGELU (OpenAI's were). None decides from
-        the weights: the tag ``openai`` and TorchScript files (OpenAI's release format) get
-        the ``-quickgelu`` model; a state-dict file with a plain name whose ``-quickgelu``
-        twin exists is refused, since its origin cannot be told. True or False is obeyed.
+        Whether the weights were trained with QuickGELU (OpenAI's were); see
+        :func:`resolve_model_name` (None decides from the weights where it can).
 
     Returns
     -------
@@ -230,12 +351,15 @@ def load_backbone(name: str, pretrained: str | os.PathLike | None = None, *, dev
     Raises
     ------
     ValueError
-        Unknown name, a state dict whose activation is ambiguous, or a checkpoint of another
-        architecture (the message names the file, the model and what was expected).
+        Unknown name, a state dict whose activation is not said (:func:`resolve_model_name`),
+        or a checkpoint of another architecture (the message names the file, the model and
+        what was expected).
     FileNotFoundError
         ``pretrained`` looks like a path and no file is there.
     RuntimeError
-        Weights that cannot be found (with advice on the cache and offline use).
+        Weights that cannot be found (with advice on the cache and offline use), at once
+        when the hub cannot be reached (:func:`check_weights_reachable`); weights in the
+        cache are then read from it without asking the hub.
 
     Notes
     -----
@@ -245,29 +369,24 @@ def load_backbone(name: str, pretrained: str | os.PathLike | None = None, *, dev
     """
     import open_clip
 
-    register_model_configs()
     device = torch.device(device)
     pretrained = "" if pretrained is None else str(pretrained)
-    if quick_gelu is not None and not isinstance(quick_gelu, bool):
-        raise ValueError(f"quick_gelu: expected True, False or None (decide from the weights), got {quick_gelu!r}")
     provider = backbone_provider(name)
     if provider is not None:
         return provider.load(name, pretrained, device, precision)
-    known = open_clip.list_models()
-    suffixes = (".pt", ".pth", ".bin", ".safetensors")
-    is_path = bool(pretrained) and (os.path.sep in pretrained or pretrained.endswith(suffixes))
-    if is_path and not Path(pretrained).is_file():
-        raise FileNotFoundError(f"pretrained: no checkpoint file at {pretrained}")
+    name = resolve_model_name(name, pretrained, quick_gelu)
+    is_path = is_checkpoint_path(pretrained)
+    if is_path:
+        pretrained = str(Path(pretrained).expanduser())
     fmt = checkpoint_format(pretrained) if is_path else None
-    name = _choose_activation(name, pretrained, fmt, quick_gelu, known)
-    if name not in known:
-        raise ValueError(f"name: unknown model '{name}'; see gla.backbones.list_backbones() for the known names")
+    cache_only = bool(pretrained) and not is_path and check_weights_reachable(name, pretrained, cache_dir)
     try:
         if fmt == "torchscript":
             model, preprocess = _from_torchscript(name, pretrained, device, precision)
         else:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=pretrained or None, device=device, precision=precision, cache_dir=cache_dir)
+            with _hub_offline(cache_only):
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    name, pretrained=pretrained or None, device=device, precision=precision, cache_dir=cache_dir)
     except (AssertionError, KeyError, RuntimeError) as exc:
         if is_path and (not isinstance(exc, RuntimeError) or _is_shape_error(exc)):
             raise _wrong_architecture(name, pretrained, exc) from exc
@@ -278,19 +397,84 @@ def load_backbone(name: str, pretrained: str | os.PathLike | None = None, *, dev
     return Backbone(model, preprocess, open_clip.get_tokenizer(name), name, pretrained, device, {})
 
 
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+
+
+def is_checkpoint_path(pretrained: str) -> bool:
+    """Whether a ``pretrained`` value names a file (a path, or a checkpoint suffix) rather than a tag."""
+    return bool(pretrained) and ("/" in pretrained or os.path.sep in pretrained
+                                 or pretrained.endswith(CHECKPOINT_SUFFIXES))
+
+
+def resolve_model_name(name: str, pretrained: str | os.PathLike | None = None, quick_gelu: bool | None = None) -> str:
+    """The open_clip model name whose activation matches the weights (nothing is loaded).
+
+    ViT-B-32, ViT-B-16, RN50 and others exist with GELU (the plain name) and with
+    QuickGELU (``<name>-quickgelu``); OpenAI's weights were trained with QuickGELU, most
+    others (LAION, DataComp) with GELU, and the wrong one silently degrades the model.
+
+    Parameters
+    ----------
+    name : str
+        An open_clip model name, or one served by a registered provider (returned as is).
+    pretrained : str or path, optional
+        A pretrained tag, a checkpoint file, or None / ``""`` (random initialisation).
+    quick_gelu : bool, optional
+        Whether the weights were trained with QuickGELU. None decides from the weights:
+        the tag ``openai`` and TorchScript files (OpenAI's release format) get the
+        ``-quickgelu`` twin; another tag keeps ``name``; a state-dict file with a plain name
+        whose twin exists is refused, since its origin cannot be read from it. True or
+        False is obeyed.
+
+    Returns
+    -------
+    str
+        ``name`` or its ``-quickgelu`` twin.
+
+    Raises
+    ------
+    ValueError
+        An unknown name, a state dict whose activation is not said (the message names
+        :data:`ACTIVATION_OPTION`), ``quick_gelu`` contradicting the name, or True for a
+        model without a QuickGELU twin.
+    FileNotFoundError
+        ``pretrained`` looks like a path and no file is there.
+    """
+    import open_clip
+
+    if quick_gelu is not None and not isinstance(quick_gelu, bool):
+        raise ValueError(f"quick_gelu: expected True, False or None (decide from the weights), got {quick_gelu!r}")
+    if backbone_provider(name) is not None:
+        return name
+    register_model_configs()
+    known = open_clip.list_models()
+    pretrained = "" if pretrained is None else str(pretrained)
+    fmt = None
+    if is_checkpoint_path(pretrained):
+        if not Path(pretrained).expanduser().is_file():
+            raise FileNotFoundError(f"pretrained: no checkpoint file at {pretrained}")
+        fmt = checkpoint_format(Path(pretrained).expanduser())
+    resolved = _choose_activation(name, pretrained, fmt, quick_gelu, known)
+    if resolved not in known:
+        raise ValueError(f"name: unknown model '{resolved}'; see gla.backbones.list_backbones() for the known names")
+    return resolved
+
+
 def _choose_activation(name: str, pretrained: str, fmt: str | None, quick_gelu: bool | None,
                        known: list[str]) -> str:
-    """The model name whose activation matches the weights (see :func:`load_backbone`)."""
+    """The model name whose activation matches the weights (see :func:`resolve_model_name`)."""
     is_qg = name.endswith("-quickgelu")
     base = name[: -len("-quickgelu")] if is_qg else name
     twin = f"{base}-quickgelu"
     if quick_gelu is True:
         if not is_qg and twin not in known:
-            raise ValueError(f"quick_gelu: True, but open_clip has no '{twin}' model to build '{name}' with QuickGELU")
+            raise ValueError(f"quick_gelu: True ({ACTIVATION_OPTION['quickgelu']}), but open_clip has no '{twin}' "
+                             f"model to build '{name}' with QuickGELU")
         return twin
     if quick_gelu is False:
         if is_qg:
-            raise ValueError(f"quick_gelu: False contradicts the model name '{name}'; use '{base}' for GELU")
+            raise ValueError(f"quick_gelu: False (GELU) contradicts the model name '{name}' (QuickGELU); for GELU "
+                             f"weights use the model '{base}', for QuickGELU ones leave the activation option out")
         return name
     if is_qg or twin not in known:
         return name
@@ -298,9 +482,10 @@ def _choose_activation(name: str, pretrained: str, fmt: str | None, quick_gelu: 
         return twin
     if fmt is not None:  # a state dict (or other file): its origin cannot be read from it
         raise ValueError(
-            f"pretrained: cannot tell whether {pretrained} holds OpenAI weights (trained with QuickGELU) or "
-            f"weights trained with GELU, and model '{name}' uses GELU. For OpenAI's weights use the model "
-            f"'{twin}' (or quick_gelu=True); for others (e.g. LAION-trained) pass quick_gelu=False.")
+            f"pretrained: cannot tell whether {pretrained} holds OpenAI's weights (trained with QuickGELU) or "
+            f"weights trained with GELU (LAION, DataComp, ...), and model '{name}' would use GELU. Say which. "
+            f"For OpenAI's weights: the model name '{twin}' ({ACTIVATION_OPTION['quickgelu']}). "
+            f"For GELU weights: {ACTIVATION_OPTION['gelu']}.")
     return name
 
 

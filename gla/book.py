@@ -7,7 +7,10 @@ inside ``book/``, where Jupyter Book picks it up with execution off.
 The parameter file holds the parameters shared by every notebook at the top level and
 per-notebook overrides under ``notebooks: {<stem>: {...}}``. Only parameters that a
 notebook declares in its ``parameters`` cell are passed to it; an unknown name in the
-file is an error (papermill would only warn).
+file is an error (papermill would only warn). ``quick_gelu`` describes the shared weights: a
+notebook whose overrides name another ``backbone`` or ``pretrained`` does not receive it.
+Before the first kernel starts, :func:`check_parameters` checks every name and path the
+notebooks to run receive.
 
 ``lanes: [[<stem>, ...], [<stem>, ...]]`` (optional) lets ``jobs=2`` run two kernels side
 by side, one thread each: notebooks in no lane run first, one after another (the world's
@@ -23,8 +26,9 @@ failing notebook does not stop the others; every failure is reported at the end
 every chapter's tables in one archive, ``<out>/results.zip``, which the book's "All
 results" page links. The notebooks and book pages are read from the checkout, or,
 in an installed package, from its package data (``gla/_book/``). :func:`build_book`
-assembles a book folder from the pages and a tree of executed notebooks and builds it
-with Jupyter Book.
+assembles a book folder from the pages and a tree of executed notebooks, with the pages
+that say what each chapter ran (:func:`executed_chapters`, :mod:`gla.pages`) and only the
+chapters the tree holds (:mod:`gla.toc`), and builds it with Jupyter Book.
 """
 
 from __future__ import annotations
@@ -152,8 +156,38 @@ def declared_parameters(notebook: str | os.PathLike) -> list[str]:
     raise ValueError(f"{notebook}: no code cell tagged 'parameters'")
 
 
+def parameter_defaults(notebook: str | os.PathLike) -> dict[str, Any]:
+    """The values the notebook's ``parameters`` cell assigns (those written as literals)."""
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    out: dict[str, Any] = {}
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            for node in ast.parse(cell.source).body:
+                target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else (
+                    node.target if isinstance(node, ast.AnnAssign) and node.value is not None else None)
+                if isinstance(target, ast.Name):
+                    try:
+                        out[target.id] = ast.literal_eval(node.value)
+                    except ValueError:
+                        continue
+            break
+    return out
+
+
+# Parameters that describe the shared weights: a chapter that names its own backbone or
+# weights does not inherit them (the world's chapter, a few-shot chapter on RN50).
+WEIGHTS_PARAMETERS = ("quick_gelu",)
+
+
 def notebook_parameters(stem: str, declared: Iterable[str], params: Mapping[str, Any]) -> dict[str, Any]:
-    """The parameters one notebook receives: shared ones it declares, then its overrides."""
+    """The parameters one notebook receives: shared ones it declares, then its overrides.
+
+    ``quick_gelu`` says how the shared ``pretrained`` weights were trained: a chapter whose
+    overrides name another ``backbone`` or ``pretrained`` does not receive the shared value
+    (its own override, if any, applies).
+    """
     declared = set(declared)
     overrides = dict((params.get("notebooks") or {}).get(stem) or {})
     unknown = sorted(set(overrides) - declared)
@@ -161,6 +195,9 @@ def notebook_parameters(stem: str, declared: Iterable[str], params: Mapping[str,
         raise ValueError(f"params for notebook '{stem}': unknown parameter(s) {unknown}; "
                          f"the notebook declares {sorted(declared)}")
     shared = {k: v for k, v in params.items() if k not in RESERVED and k in declared}
+    if {"backbone", "pretrained"} & set(overrides):
+        for k in WEIGHTS_PARAMETERS:
+            shared.pop(k, None)
     shared.update(overrides)
     return shared
 
@@ -195,12 +232,13 @@ def plan_lanes(stems: Sequence[str], lanes: Sequence[Sequence[str]] | None, jobs
 
 def run_notebooks(params: Mapping[str, Any] | str | os.PathLike | None, out_dir: str | os.PathLike, *,
                   notebooks_dir: str | os.PathLike | None = None, only: Iterable[str] | None = None,
-                  overrides: Mapping[str, Any] | None = None, jobs: int = 1, keep_going: bool = False
-                  ) -> list[Path]:
+                  overrides: Mapping[str, Any] | None = None, jobs: int = 1, keep_going: bool = False,
+                  check: bool = True) -> list[Path]:
     """Execute the notebooks with papermill into ``out_dir``; returns the executed paths.
 
     Every parameter is checked against every notebook's ``parameters`` cell before the
-    first notebook starts (also with ``only``).
+    first notebook starts (also with ``only``), and, with ``check``, every name and path
+    the notebooks to run receive (:func:`check_parameters`).
 
     Parameters
     ----------
@@ -222,6 +260,9 @@ def run_notebooks(params: Mapping[str, Any] | str | os.PathLike | None, out_dir:
     keep_going : bool
         After a failing notebook, run the remaining ones (in its lane, or in order) and
         raise :class:`NotebookFailures` listing every failure at the end.
+    check : bool
+        Check backbones, checkpoints, data roots, dataset names and layouts and input
+        files before the first kernel (:func:`check_parameters`).
     """
     nb_dir = Path(notebooks_dir) if notebooks_dir is not None else find_source_dir("notebooks")
     if params is None and (nb_dir / "params" / "default.yaml").is_file():
@@ -265,6 +306,8 @@ def run_notebooks(params: Mapping[str, Any] | str | os.PathLike | None, out_dir:
         raise UsageError(f"lanes: no notebook named {strangers} in {nb_dir}")
     with _as_usage():
         first, lanes, last = plan_lanes(list(plan), params.get("lanes"), jobs, params.get("after_lanes") or ())
+    if check:
+        check_parameters({stem: (src, nb_params) for stem, (src, nb_params) in plan.items()})
     out.mkdir(parents=True, exist_ok=True)
     failures: list[tuple[str, BaseException]] = []
     done: list[Path] = []
@@ -288,6 +331,77 @@ def run_notebooks(params: Mapping[str, Any] | str | os.PathLike | None, out_dir:
     if failures:
         raise NotebookFailures(failures, out) from failures[0][1]
     return done
+
+
+# Parameters that name datasets, and the input files a notebook reads (outputs of the run,
+# such as few_shot_csv and results_root, are not checked).
+DATASET_PARAMETERS = ("dataset", "datasets", "shifted", "few_shot_dataset")
+INPUT_FILES = ("counts_file", "prior_file")
+# A dataset parameter's value that lets the notebook choose (see chapter 09).
+CHOSEN_BY_THE_NOTEBOOK = ("default",)
+
+
+def _dataset_names(value: Any) -> list[str]:
+    if value is None or value in CHOSEN_BY_THE_NOTEBOOK:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [n for v in value.values() for n in _dataset_names(v)]
+    if isinstance(value, (list, tuple)):
+        return [n for v in value for n in _dataset_names(v)]
+    return [value]  # not a name: check_datasets says what was expected
+
+
+def check_parameters(plan: Mapping[str, tuple[Path, Mapping[str, Any]]]) -> None:
+    """Check every name and path the notebooks of ``plan`` (stem -> (source, parameters))
+    receive, before any kernel starts.
+
+    For each notebook, over its parameters and the defaults of its ``parameters`` cell:
+    the backbone and its weights, with the activation of a checkpoint file
+    (:func:`gla.checks.check_backbone`; fully for notebooks that declare ``quick_gelu``,
+    which load an open_clip model, the name and file alone for the others), each of
+    ``extra_backbones``, options of a provider's models (the world's ``world_seed``) given
+    to an open_clip backbone, the data root, every dataset name and each split's layout
+    under the data root (:func:`gla.checks.check_datasets`), and the input files
+    (``counts_file``, ``prior_file``).
+
+    Raises
+    ------
+    gla.errors.UsageError
+        The first problem, with the chapter, the parameter and what to write instead.
+    """
+    from .backbones import backbone_provider
+    from .checks import check_backbone, check_datasets, check_files
+    from .notebook import extra_backbone, provider_options, provider_options_error
+
+    datasets_checked: set = set()
+    for stem, (src, nb_params) in plan.items():
+        declared = set(declared_parameters(src))
+        p = {**parameter_defaults(src), **nb_params}
+        backbone, pretrained = p.get("backbone"), p.get("pretrained")
+        root = p.get("data_root")
+        if root and not Path(str(root)).expanduser().is_dir():
+            raise UsageError(f"{stem}: data_root: no folder at {root}")
+        if isinstance(backbone, str):
+            served = backbone_provider(backbone) is not None
+            options = sorted(provider_options() & declared) if not served else []
+            if options:
+                raise UsageError(f"{stem}: {provider_options_error(backbone, options, chapter=stem)}")
+            if "quick_gelu" in declared:
+                check_backbone(backbone, pretrained, p.get("quick_gelu"), what=stem)
+            elif isinstance(pretrained, str) and _looks_like_path(pretrained):
+                check_files([("pretrained", pretrained)], stem)
+        for i, entry in enumerate(p.get("extra_backbones") or []):
+            try:
+                name, weights, quick_gelu = extra_backbone(entry)
+            except ValueError as exc:
+                raise UsageError(f"{stem}: {exc}") from exc
+            check_backbone(name, weights, quick_gelu, what=f"{stem}: extra_backbones[{i}]")
+        for key in DATASET_PARAMETERS:
+            if key in p:
+                check_datasets(_dataset_names(p[key]), None, root, what=f"{stem}: {key}", checked=datasets_checked)
+        check_files([(k, p.get(k)) for k in INPUT_FILES], stem)
 
 
 ARCHIVE_NAME = "results.zip"
@@ -473,26 +587,72 @@ def _run_lanes(lanes: list[list[tuple[Path, dict[str, Any]]]], out: Path, jobs: 
 
 # --------------------------------------------------------------------------- the HTML book
 
-def _write_run_pages(params: Mapping[str, Any] | str | os.PathLike | None, generated: Path, target: Path,
-                     pages: Path) -> None:
-    """Replace the world's pages by the run's own when ``params`` name a real backbone."""
-    if params is None:
-        return
-    from .pages import real_pages, serves_real_backbone
+def chapter_record(notebook: str | os.PathLike) -> dict[str, Any]:
+    """The parameters an executed notebook ran with, as it recorded them: the defaults of
+    its ``parameters`` cell updated by those papermill injected (the notebook's
+    ``metadata.papermill.parameters``).
 
-    name = f"`{Path(params).name}`" if not isinstance(params, Mapping) else "its parameters"
-    mapping = load_params(params) if not isinstance(params, Mapping) else params
-    if not serves_real_backbone(mapping):
-        return
-    if target.resolve() in (find_source_dir("book").resolve(), pages.resolve()):
-        raise UsageError(f"out: a book for a real backbone is assembled in its own folder, not in its pages' {pages}")
-    for page, text in real_pages(mapping, generated / "results", params_name=name).items():
-        (target / page).write_text(text)
+    Raises :class:`gla.errors.UsageError` for a notebook papermill did not execute.
+    """
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    recorded = nb.metadata.get("papermill", {}).get("parameters")
+    if recorded is None:
+        raise UsageError(f"{Path(notebook).name}: not executed by 'gla book run' (no papermill record of its "
+                         "parameters)")
+    return {**parameter_defaults(notebook), **recorded}
+
+
+def _failure(notebook: Path) -> str | None:
+    """The error an executed notebook stopped with (None when it finished)."""
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    for cell in nb.cells:
+        for o in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if o.get("output_type") == "error":
+                return f"{o.get('ename')}: {o.get('evalue')}"
+    return "it stopped with an error" if nb.metadata.get("papermill", {}).get("exception") else None
+
+
+def executed_chapters(generated: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Every executed chapter of a tree and the parameters it ran with (:func:`chapter_record`).
+
+    Each ``<generated>/<stem>.ipynb`` must have been executed by papermill, have finished
+    without an error, and have left its tables in ``<generated>/results/<stem>/``.
+
+    Raises
+    ------
+    gla.errors.UsageError
+        Listing every chapter that does not, with the command that reruns them.
+    """
+    gen = Path(generated)
+    records, problems = {}, []
+    for nb in sorted(gen.glob("*.ipynb")):
+        try:
+            records[nb.stem] = chapter_record(nb)
+        except UsageError as exc:
+            problems.append((nb.stem, str(exc).split(": ", 1)[1]))
+            continue
+        failed = _failure(nb)
+        folder = gen / "results" / nb.stem
+        tables = [p for p in folder.iterdir() if p.suffix in TABLE_SUFFIXES and not p.name.startswith(".")] \
+            if folder.is_dir() else []
+        if failed:
+            problems.append((nb.stem, f"it failed ({failed})"))
+        elif not tables:
+            problems.append((nb.stem, f"its results are missing: no table in {folder}"))
+    if problems:
+        stems = " ".join(s for s, _ in problems)
+        raise UsageError(f"generated: {len(problems)} chapter(s) of {gen} cannot go into the book:\n"
+                         + "\n".join(f"  {s}: {why}" for s, why in problems)
+                         + f"\nrerun them (gla book run --only {stems} --out {gen} ...) or remove their notebooks")
+    return records
 
 
 def build_book(generated: str | os.PathLike, out_dir: str | os.PathLike, *, book_dir: str | os.PathLike | None = None,
-               config: str | os.PathLike | None = None, strict: bool = True,
-               params: Mapping[str, Any] | str | os.PathLike | None = None) -> Path:
+               config: str | os.PathLike | None = None, strict: bool = True) -> Path:
     """Build the HTML book from executed notebooks; returns the ``html`` folder.
 
     Assembles ``<out_dir>/book`` from the book's pages (``book/`` of the checkout or the
@@ -501,18 +661,25 @@ def build_book(generated: str | os.PathLike, out_dir: str | os.PathLike, *, book
     for them), puts ``_config.yml`` at ``<out_dir>``, and runs ``jupyter-book build``
     (Jupyter Book 1.x, warnings as errors with ``strict``) into ``<out_dir>/_build/html``.
 
-    ``params`` (the parameter file the notebooks ran with, or its mapping) decides whose
-    book it is: for an open_clip backbone the introduction, the "Beyond the paper" opening
-    and the "All results" page are written for that run (:mod:`gla.pages`: they name its
-    backbones and data and show the published numbers beside the measured ones); without
-    ``params``, or for the world, the pages of ``book/`` are used as they are.
+    What the executed notebooks recorded decides the rest (:func:`executed_chapters`: a
+    chapter that failed or left no table is an error). When a chapter ran an open_clip
+    backbone, the introduction, the "Beyond the paper" opening and the "All results" page
+    are written for that run (:mod:`gla.pages`: what each chapter ran, its tables and
+    settings, and the published numbers beside the measured ones); for the world, the
+    pages of ``book/`` are used as they are. A tree with some chapters only gives a book of
+    those chapters (:func:`gla.toc.restrict_book`).
 
-    Raises :class:`gla.errors.UsageError` for a missing folder, and
-    :class:`gla.errors.RunError` with the build's last output when the build fails.
+    Raises :class:`gla.errors.UsageError` for a missing folder or a chapter that cannot go
+    into the book, and :class:`gla.errors.RunError` with the build's last output when the
+    build fails.
     """
+    from .pages import chapter_runs, real_pages, serves_real_backbone
+    from .toc import restrict_book
+
     gen = Path(generated).resolve()
     if not gen.is_dir() or not any(gen.glob("*.ipynb")):
         raise UsageError(f"generated: no executed notebooks (*.ipynb) in {gen}; run 'gla book run' first")
+    records = executed_chapters(gen)
     pages = Path(book_dir) if book_dir is not None else find_source_dir("book")
     cfg = Path(config) if config is not None else pages.parent / "_config.yml"
     if not cfg.is_file():
@@ -522,6 +689,9 @@ def build_book(generated: str | os.PathLike, out_dir: str | os.PathLike, *, book
         raise UsageError(f"config: no Jupyter Book _config.yml at {cfg}")
     out = Path(out_dir).resolve()
     target = out / "book"
+    real = serves_real_backbone(records)
+    if real and target.resolve() in (find_source_dir("book").resolve(), pages.resolve()):
+        raise UsageError(f"out: a book for a real backbone is assembled in its own folder, not in its pages' {pages}")
     if target.resolve() != pages.resolve():
         keep = target / "generated" if (target / "generated").resolve() == gen else None
         for item in pages.iterdir():
@@ -535,7 +705,27 @@ def build_book(generated: str | os.PathLike, out_dir: str | os.PathLike, *, book
                 shutil.copy2(item, dest)
         if keep is None:
             shutil.copytree(gen, target / "generated", dirs_exist_ok=True)
-    _write_run_pages(params, gen, target, pages)
+    leave_out = []
+    if real:
+        for page, text in real_pages(chapter_runs(records, gen / "results"), gen / "results").items():
+            if text is None:
+                leave_out.append(page.removesuffix(".md"))
+            else:
+                (target / page).write_text(text)
+    if target.resolve() == pages.resolve():  # the pages themselves: never rewritten
+        from .toc import toc_files
+
+        absent = [f for f in toc_files(yaml.safe_load((pages / "_toc.yml").read_text()))
+                  if f.startswith("generated/") and f.split("/", 1)[1] not in records]
+        if absent:
+            raise UsageError(f"out: a book of some chapters only is assembled in its own folder, not in its pages' "
+                             f"{pages} ({len(absent)} chapter(s) of its table of contents are not in {gen})")
+    else:
+        try:
+            sources = find_source_dir("notebooks")
+        except UsageError:
+            sources = None
+        restrict_book(target, records, sources, leave_out)
     if cfg.resolve() != (out / "_config.yml").resolve():
         shutil.copy2(cfg, out / "_config.yml")
     jb = shutil.which("jupyter-book") or str(Path(sys.executable).parent / "jupyter-book")

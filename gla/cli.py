@@ -18,22 +18,22 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import difflib
 import hashlib
 import json
 import os
 import re
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from .checks import check_backbone, check_datasets
+from .checks import error_message as _message
+from .checks import usage_errors as _usage
 from .errors import GLAError, RunError, UsageError
 
 EXPECTED_ERRORS = (GLAError, ValueError, FileNotFoundError, RuntimeError, OSError)
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -47,133 +47,8 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-@contextlib.contextmanager
-def _usage() -> Iterator[None]:
-    """Turn the library's input errors into :class:`UsageError` (exit status 2)."""
-    try:
-        yield
-    except UsageError:
-        raise
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        raise UsageError(_message(exc)) from exc
-
-
-def _message(exc: BaseException) -> str:
-    if isinstance(exc, KeyError) and exc.args:
-        return str(exc.args[0])
-    text = str(exc) or type(exc).__name__
-    if "Original Traceback" in text:  # raised in a DataLoader worker: the worker's last line is the error
-        lines = [ln for ln in text.splitlines() if ln.strip()]
-        return lines[-1]
-    return text
-
-
-def _close(name: str, known: Sequence[str]) -> str:
-    near = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
-    return f" (did you mean {', '.join(near)}?)" if near else ""
-
-
 # --------------------------------------------------------------------------- checks before compute
-
-def check_backbone(name: str, pretrained: str | None) -> None:
-    """Raise :class:`UsageError` unless ``name`` is a model open_clip (or a registered
-    provider, such as the world's) knows and ``pretrained`` is a known tag of it, an
-    existing checkpoint file, or what the provider takes ("world" for the world)."""
-    import open_clip
-
-    from .backbones import backbone_provider, register_model_configs
-
-    register_model_configs()
-    models = open_clip.list_models()
-    pretrained = "" if pretrained is None else str(pretrained)
-    resolved = name
-    if pretrained == "openai" and f"{name}-quickgelu" in models:
-        resolved = f"{name}-quickgelu"
-    if resolved not in models:
-        raise UsageError(f"backbone: unknown model '{name}'{_close(name, models)}; the known names are "
-                         "open_clip.list_models() and the world's (gla-world-tiny)")
-    if _is_path(pretrained):
-        if not Path(pretrained).expanduser().is_file():
-            raise UsageError(f"pretrained: no checkpoint file at {pretrained}")
-        return
-    provider = backbone_provider(name)
-    if provider is not None:
-        if pretrained not in ("", "world"):
-            raise UsageError(f"pretrained: expected 'world' or a checkpoint file for {name}, got '{pretrained}'")
-        return
-    if pretrained:
-        tags = {t for m in {resolved, name} for t in open_clip.list_pretrained_tags_by_model(m)}
-        if pretrained not in tags:
-            raise UsageError(f"pretrained: '{pretrained}' is not a pretrained tag of {resolved} "
-                             f"(known: {', '.join(sorted(tags)) or 'none'}) nor a checkpoint file")
-        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-            _check_offline_weights(resolved, pretrained)
-
-
-def _check_offline_weights(model: str, tag: str) -> None:
-    """With ``HF_HUB_OFFLINE=1``, raise :class:`UsageError` when the weights of a Hugging
-    Face hosted tag are not in the local cache (the files open_clip would load)."""
-    import open_clip
-
-    from .backbones import _explain_missing_weights
-
-    hub = open_clip.get_pretrained_cfg(model, tag).get("hf_hub", "")
-    if not hub:
-        return  # weights fetched by URL: open_clip's own cache, checked when loading
-    repo, filename = os.path.split(hub)  # 'org/model/' means the default file name
-    default = "open_clip_pytorch_model.bin"
-    filename = filename or default
-    candidates = [filename]
-    if filename == default:
-        candidates.insert(0, "open_clip_model.safetensors")
-    elif filename.endswith((".bin", ".pth")):
-        candidates.insert(0, filename[:-4] + ".safetensors")
-    cache = os.environ.get("HF_HUB_CACHE") or (os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME")
-                                               else None)
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - open_clip loads weights through huggingface_hub
-        return
-    if any(isinstance(try_to_load_from_cache(repo, f, cache_dir=cache), str) for f in candidates):
-        return
-    raise UsageError(str(_explain_missing_weights(model, tag, FileNotFoundError(
-        f"{repo}/{candidates[-1]} is not in the Hugging Face cache ({cache or 'the default HF_HOME'})"))))
-
-
-def _is_path(pretrained: str) -> bool:
-    return bool(pretrained) and (os.sep in pretrained or "/" in pretrained or pretrained.endswith(CHECKPOINT_SUFFIXES))
-
-
-def check_datasets(names: Sequence[str], splits: Sequence[str], data_root: str | None, what: str = "datasets"
-                   ) -> None:
-    """Raise :class:`UsageError` unless every name is registered with the needed splits and
-    every real dataset's files are where its loader expects them under the data root
-    (each split is loaded once; world tasks need no data root)."""
-    from .data import dataset_entry, list_datasets, load_dataset
-
-    known = list_datasets()
-    for n in names:
-        if n not in known:
-            raise UsageError(f"{what}: unknown dataset '{n}'{_close(n, known)}; 'gla datasets' lists the "
-                             f"{len(known)} known names")
-        missing = [s for s in splits if s not in dataset_entry(n).splits]
-        if missing:
-            raise UsageError(f"{what}: dataset '{n}' has the splits {', '.join(dataset_entry(n).splits)}; this "
-                             f"needs {', '.join(splits)}")
-    real = [n for n in names if dataset_entry(n).kind == "real"]
-    if not real:
-        return
-    root = data_root or os.environ.get("GLA_DATA_ROOT")
-    if not root:
-        raise UsageError(f"{what}: {', '.join(real)} are read from disk: pass --data-root or set GLA_DATA_ROOT "
-                         "('gla datasets' shows the expected layouts)")
-    if not Path(root).is_dir():
-        raise UsageError(f"data root: no folder at {root}")
-    for n in real:
-        for s in splits:
-            with _usage():
-                load_dataset(n, s, root=root)
-
+# (check_backbone and check_datasets live in gla.checks, shared with the book runner)
 
 def shift_parent(name: str) -> str | None:
     """The dataset whose classes a shifted test set shares (None: not a shifted set)."""
@@ -277,8 +152,10 @@ def results_stem(protocol: str, backbone: str, pretrained: str | None) -> str:
     """File stem of a run's results: protocol, backbone and pretrained tag (a checkpoint
     path becomes its file name and a short hash of the full path), so two backbones
     written to one folder never overwrite each other."""
+    from .backbones import is_checkpoint_path
+
     p = "" if pretrained is None else str(pretrained)
-    if _is_path(p):
+    if is_checkpoint_path(p):
         digest = hashlib.sha256(str(Path(p).expanduser().resolve()).encode()).hexdigest()[:8]
         tag = f"{Path(p).stem}-{digest}"
     else:
@@ -315,7 +192,7 @@ def _validate_run(args: argparse.Namespace) -> RunOptions:
     if repeated:
         raise UsageError(f"--datasets: {', '.join(repeated)} named more than once")
     shifted = parse_shifted(args.shifted, args.datasets)
-    check_backbone(args.backbone, args.pretrained)
+    check_backbone(args.backbone, args.pretrained, args.quick_gelu)
     check_datasets(args.datasets, ("train", "val", "test"), args.data_root, "--datasets")
     for target, sets in shifted.items():
         check_datasets(sets, ("test",), args.data_root, f"--shifted (for {target})")
@@ -349,7 +226,8 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(ctx.output_dir)
     settings = {"gla_version": __version__, "command": ["gla", *sys.argv[1:]] if args._argv is None else args._argv,
                 "protocol": args.experiment, "backbone": args.backbone, "pretrained": str(args.pretrained),
-                "resolved_pretrained": str(ctx.pretrained), "datasets": args.datasets, "options": asdict(opts),
+                "resolved_pretrained": str(ctx.pretrained), "quick_gelu": args.quick_gelu,
+                "datasets": args.datasets, "options": asdict(opts),
                 "recipe": asdict(recipe) if args.experiment != "few-shot" else None, "smoke": args.smoke,
                 "files": {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     settings_path = out / f"{stem}.settings.json"
@@ -387,11 +265,11 @@ def _context_and_recipe(args: argparse.Namespace):
     from .notebook import context
 
     ctx = context(args.backbone, args.pretrained, smoke=args.smoke, cache_dir=args.cache_dir,
-                  output_dir=getattr(args, "out", "results"), device=args.device, data_root=args.data_root,
+                  output_dir=getattr(args, "out", None), device=args.device, data_root=args.data_root,
                   protocol=getattr(args, "protocol", "paper"), templates=getattr(args, "templates", "gla"),
                   prior_file=getattr(args, "prior_file", None), source_prior=getattr(args, "source_prior", None),
                   precision=getattr(args, "precision", None), num_workers=getattr(args, "num_workers", None),
-                  progress=not args.quiet)
+                  quick_gelu=args.quick_gelu, progress=not args.quiet)
     recipe = ctx.recipe
     if args.epochs is not None:
         recipe = replace(recipe, epochs=int(args.epochs))
@@ -407,7 +285,7 @@ def _context_and_recipe(args: argparse.Namespace):
 def _finetune(args: argparse.Namespace) -> int:
     from .protocols import finetune_to_cache
 
-    check_backbone(args.backbone, args.pretrained)
+    check_backbone(args.backbone, args.pretrained, args.quick_gelu)
     check_datasets([args.dataset], ("train",), args.data_root, "dataset")
     for name, v in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
         if v is not None and v < 1:
@@ -423,18 +301,16 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    import torch
-
+    from .apply import load_tensor
     from .prior import PriorEstimator
 
     with _usage():
-        if not Path(args.logits).is_file():
-            raise UsageError(f"logits: no file at {args.logits}")
-        data = torch.load(args.logits, map_location="cpu", weights_only=True)
-        if not isinstance(data, dict) or "logits" not in data or "labels" not in data:
-            raise UsageError(f"expected {args.logits} to hold a dict with 'logits' (N, K) and 'labels' (N,)")
-        temperature = "search" if args.temperature == "search" else float(args.temperature)
-        fit = PriorEstimator(temperature=temperature, balance=not args.no_balance).fit(data["logits"], data["labels"])
+        logits = load_tensor(args.logits, "logits")
+        labels = load_tensor(args.labels or args.logits, "labels")
+        if args.labels is None and labels.ndim != 1:
+            raise UsageError(f"labels: {args.logits} holds no labels (a dict or .npz with 'labels' beside 'logits'); "
+                             "pass them with --labels FILE (.pt or .npy of shape (N,))")
+        fit = PriorEstimator(temperature=args.temperature, balance=not args.no_balance).fit(logits, labels)
     record = {"log_prior": fit.log_prior_.tolist(), "temperature": fit.temperature_,
               "objective": fit.objective_, "grad_norm": fit.grad_norm_, "n_iter": fit.n_iter_,
               "converged": fit.converged_}
@@ -514,7 +390,7 @@ def _book_build(args: argparse.Namespace) -> int:
         overrides = {"smoke": True} if args.smoke else None
         run_notebooks(args.params, generated, only=args.only or None, overrides=overrides, jobs=args.jobs,
                       keep_going=args.keep_going)
-    html = build_book(generated, out, book_dir=args.pages, params=args.params)
+    html = build_book(generated, out, book_dir=args.pages)
     print(f"Book built: {html / 'index.html'}")
     return 0
 
@@ -525,6 +401,27 @@ def _version() -> str:
     from . import __version__
 
     return __version__
+
+
+def _temperature(text: str) -> float | str:
+    """``--temperature``: a positive number or ``search``."""
+    if text == "search":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'search', got {text!r}")
+    return value
+
+
+def _add_activation(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick-gelu", action=argparse.BooleanOptionalAction, default=None,
+                        help="for a checkpoint file of a model that exists with GELU and with QuickGELU (ViT-B-32, "
+                        "ViT-B-16, RN50, ...): --quick-gelu for weights trained with QuickGELU (OpenAI's), "
+                        "--no-quick-gelu for GELU (LAION's, DataComp's). Default: detected from a tag or a "
+                        "TorchScript file or a '-quickgelu' name; a state dict with a plain name needs it")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -558,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="many-shot, few-shot or long-tail")
     run.add_argument("--backbone", default="gla-world-tiny", help="open_clip model name or gla-world-tiny")
     run.add_argument("--pretrained", default="world", help="open_clip tag, checkpoint path, or 'world'")
+    _add_activation(run)
     run.add_argument("--datasets", nargs="+", required=True, help="names from 'gla datasets'")
     run.add_argument("--shifted", nargs="*", metavar="SET|DATASET=SET,SET",
                      help="many-shot and few-shot: shifted test sets; 'dataset=set1,set2' per dataset, bare names "
@@ -604,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--loss", choices=["ce", "la"], default="ce", help="cross-entropy or the logit-adjusted loss")
     ft.add_argument("--backbone", default="gla-world-tiny", help="open_clip model name or gla-world-tiny")
     ft.add_argument("--pretrained", default="world", help="open_clip tag, checkpoint path, or 'world'")
+    _add_activation(ft)
     ft.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the backbone's recipe, 1 with --smoke)")
     ft.add_argument("--lr", type=float, help="peak learning rate (default: the backbone's recipe)")
     ft.add_argument("--batch-size", type=int, help="global batch size (default: the backbone's recipe)")
@@ -648,18 +547,38 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--name", help="file stem (default: apply_many_shot, apply_few_shot or apply_long_tail)")
     apply.set_defaults(func=_apply)
 
-    est = add(sub, "estimate", help="estimate the label prior from saved logits")
-    est.add_argument("logits", help="torch file with a dict {'logits': (N, K), 'labels': (N,)}")
-    est.add_argument("--temperature", default="1.0", help="a number or 'search'")
+    est = add(sub, "estimate", help="estimate the label prior from saved logits",
+              description="Estimate the label prior q of a zero-shot model from its logits on labelled images "
+              "(the paper's estimator, solved exactly) and print or write it as JSON, with its temperature and "
+              "convergence diagnostics; 'gla run --prior-file' and 'gla apply --prior-file' read that JSON. "
+              "Files are read as 'gla apply' reads them: .pt (a tensor, or a dict with 'logits' and 'labels'), "
+              ".npy or .npz.")
+    est.add_argument("logits", help="logits (N, K): .pt (a tensor, or a dict with 'logits' and 'labels'), .npy "
+                     "or .npz")
+    est.add_argument("--labels", help="labels (N,), .pt or .npy (default: the 'labels' entry of the logits file)")
+    est.add_argument("--temperature", default="1.0", type=_temperature,
+                     help="divide the logits by this positive number before estimating, or 'search' for the "
+                     "temperature at which confidence matches accuracy")
     est.add_argument("--no-balance", action="store_true", help="do not reweight to balanced classes")
     est.add_argument("--out", help="write the JSON result here (default: stdout)")
     est.set_defaults(func=_estimate)
 
-    book = add(sub, "book", help="run the book's notebooks; build the HTML book")
+    book = add(sub, "book", help="run the book's notebooks; build the HTML book",
+               description="Run the book's notebooks with a parameter file, and build the HTML book from them.")
     book_sub = book.add_subparsers(dest="book_command", required=True, metavar="command")
+    descriptions = {
+        "run": "Execute the book's notebooks with papermill into --out, each with the parameters of the file "
+               "(shared ones, then its overrides under 'notebooks:'), and put every chapter's tables in "
+               "<out>/results.zip. Before the first kernel starts, every parameter name, backbone and checkpoint "
+               "(with its activation), data root, dataset name and layout, and input file is checked.",
+        "build": "Build the HTML book into <out>/_build/html: execute the notebooks into <out>/book/generated "
+                 "(as 'gla book run') unless --generated names executed ones, then assemble the pages and run "
+                 "Jupyter Book. The introduction and the 'All results' page say what each chapter's executed "
+                 "notebook ran and wrote; a tree with some chapters only gives a book of those chapters.",
+    }
     for name, helptext in [("run", "execute every notebook with papermill"),
                            ("build", "execute the notebooks into <out>/book/generated and build the HTML book")]:
-        b = add(book_sub, name, help=helptext)
+        b = add(book_sub, name, help=helptext, description=descriptions[name])
         b.add_argument("--params", help="parameter YAML file; relative paths in it resolve against its folder "
                        "(default: the shipped notebooks/params/default.yaml)")
         if name == "run":

@@ -9,6 +9,8 @@ status 2, :class:`RunError` (a run that failed part-way) with status 1. The libr
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class GLAError(Exception):
     """Base class of the errors the command line reports as one message."""
@@ -26,3 +28,16 @@ class RunError(GLAError, RuntimeError):
     """A run failed part-way (what finished before it is kept)."""
 
     exit_code = 1
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean a, b?)`` for the known names closest to ``name`` (letter case
+    ignored, so ``DTD`` finds ``dtd``), or ``""`` when none is close."""
+    import difflib
+
+    by_lower: dict[str, list[str]] = {}
+    for k in known:
+        by_lower.setdefault(k.lower(), []).append(k)
+    near = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)
+    names = [k for n in near for k in by_lower[n]][:3]
+    return f" (did you mean {', '.join(names)}?)" if names else ""

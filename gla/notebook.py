@@ -12,9 +12,11 @@ says whose numbers these are is shown.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,8 +34,8 @@ class Context:
     backbone, pretrained : str
         What the protocols load (``pretrained`` resolved by the provider, e.g. the world's
         checkpoint path).
-    output_dir : Path
-        Where tables and figures go.
+    output_dir : Path or None
+        Where tables and figures go (None: a run that writes none).
     smoke : bool
         A quick run with scaled-down data (tests).
     config : RunConfig
@@ -52,7 +54,7 @@ class Context:
 
     backbone: str
     pretrained: str | None
-    output_dir: Path
+    output_dir: Path | None
     smoke: bool
     config: RunConfig
     settings: ProtocolSettings = ProtocolSettings()
@@ -109,6 +111,44 @@ class Context:
         """Keyword arguments of every protocol: ``settings`` and ``config``."""
         return {"settings": self.settings, "config": self.config}
 
+    def runs(self, extra_backbones: Sequence[Sequence[Any]] = ()) -> list[tuple[str, str | None, dict[str, Any]]]:
+        """The backbones of one table: this context's, then each of ``extra_backbones``.
+
+        Parameters
+        ----------
+        extra_backbones : sequence
+            ``[name, pretrained]`` or ``[name, pretrained, quick_gelu]`` entries (a
+            notebook's ``extra_backbones`` parameter). An entry's ``quick_gelu`` says how its
+            own weights were trained (None or absent: detected, see
+            :func:`gla.backbones.resolve_model_name`); this context's does not carry over.
+
+        Returns
+        -------
+        list of (str, str or None, dict)
+            Model name, pretrained tag or path, and the protocol keyword arguments to run it
+            with (:meth:`run`, with the entry's ``quick_gelu``).
+        """
+        out = [(self.backbone, self.pretrained, self.run())]
+        for entry in extra_backbones:
+            name, pretrained, quick_gelu = extra_backbone(entry)
+            out.append((name, pretrained, {"settings": self.settings,
+                                           "config": replace(self.config, quick_gelu=quick_gelu)}))
+        return out
+
+
+def extra_backbone(entry: Any) -> tuple[str, str, bool | None]:
+    """One entry of a notebook's ``extra_backbones`` as (name, pretrained, quick_gelu).
+
+    Raises ``ValueError`` unless it is ``[name, pretrained]`` or ``[name, pretrained,
+    quick_gelu]`` with strings and True, False or None.
+    """
+    ok = (isinstance(entry, (list, tuple)) and len(entry) in (2, 3) and isinstance(entry[0], str)
+          and isinstance(entry[1], str) and (len(entry) == 2 or entry[2] is None or isinstance(entry[2], bool)))
+    if not ok:
+        raise ValueError(f"extra_backbones: expected [name, pretrained] or [name, pretrained, quick_gelu] entries "
+                         f"(quick_gelu true, false or null), got {entry!r}")
+    return entry[0], entry[1], entry[2] if len(entry) == 3 else None
+
 
 def real_note(backbone: str, pretrained: str | None) -> str:
     return (f"These numbers are measured here with {backbone} ({pretrained}); published numbers, where a source "
@@ -128,35 +168,43 @@ def quiet() -> None:
 
 
 def context(backbone: str = "gla-world-tiny", pretrained: str | None = "world", *, smoke: bool = False,
-            cache_dir: str | os.PathLike | None = None, output_dir: str | os.PathLike = "results",
+            cache_dir: str | os.PathLike | None = None, output_dir: str | os.PathLike | None = "results",
             device: str = "cpu", data_root: str | None = None, protocol: str = "paper", templates: str = "gla",
             prior_file: str | None = None, source_prior: str | None = None, precision: str | None = None,
-            num_workers: int | None = None, progress: bool = True, **provider_options: Any) -> Context:
+            num_workers: int | None = None, quick_gelu: bool | None = None, progress: bool = True,
+            **provider_options: Any) -> Context:
     """Resolve a notebook's parameters into a :class:`Context` (no display).
 
     For an open_clip backbone the few-shot prompt recipe follows ``protocol``: GLA's
     end-to-end recipe (:data:`gla.protocols.PAPER_PROMPTS`) under ``"paper"``, the
     cached-feature recipe under ``"exact"``; a provider (the world) brings its own.
 
-    ``cache_dir`` defaults to ``GLA_CACHE_DIR`` or ``.gla_cache``. ``provider_options``
-    go to the backbone's provider (the world takes ``world_seed`` and ``zipf_exponent``).
+    ``cache_dir`` defaults to ``GLA_CACHE_DIR`` or ``.gla_cache``. ``output_dir`` is
+    created (None: the run writes no tables, e.g. ``gla finetune``; ``output_dir`` is then
+    None). ``quick_gelu`` says whether an open_clip checkpoint file's weights were trained
+    with QuickGELU (:attr:`gla.protocols.RunConfig.quick_gelu`). ``provider_options`` go to
+    the backbone's provider (the world takes ``world_seed`` and ``zipf_exponent``).
     """
     from .backbones import backbone_provider
 
     cache = Path(cache_dir or os.environ.get("GLA_CACHE_DIR", ".gla_cache")).resolve()
-    out = Path(output_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = None if output_dir is None else Path(output_dir).resolve()
     settings = ProtocolSettings(protocol=protocol, templates=templates, source_prior=source_prior,
                                 prior_file=prior_file)
     provider = backbone_provider(backbone)
+    if provider is not None and quick_gelu is not None:
+        raise ValueError(f"quick_gelu: the activation of an open_clip checkpoint file; {backbone} is not an open_clip "
+                         "model: leave quick_gelu out (None)")
+    if provider is None and provider_options:
+        raise ValueError(provider_options_error(backbone, provider_options))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
     if provider is not None and provider.prepare is not None:
         prepared = provider.prepare(pretrained, smoke=smoke, cache_dir=cache, progress=progress, **provider_options)
         config = RunConfig(cache_dir=cache, data_root=data_root, device=device, precision=precision,
                            num_workers=num_workers, progress=progress, dataset_options=prepared.dataset_options)
         return Context(backbone, prepared.pretrained, out, smoke, config, settings, prepared.recipe,
                        prepared.prompts, prepared.note, dict(prepared.info))
-    if provider_options:
-        raise ValueError(f"{sorted(provider_options)}: options of another backbone provider; {backbone} takes none")
     recipe = FinetuneConfig()
     # protocol "paper": the official few-shot recipe, through the image encoder (GPU-sized);
     # "exact": ours, on cached image features with AdamW (the protocol's other improvements).
@@ -165,9 +213,50 @@ def context(backbone: str = "gla-world-tiny", pretrained: str | None = "world", 
         recipe = replace(recipe, epochs=1, warmup_steps=1)
         prompts = replace(prompts, epochs=1, batch_size=32)
     config = RunConfig(cache_dir=cache, data_root=data_root, device=device, precision=precision,
-                       num_workers=num_workers, progress=progress)
+                       num_workers=num_workers, quick_gelu=quick_gelu, progress=progress)
     return Context(backbone, pretrained, out, smoke, config, settings, recipe, prompts,
                    real_note(backbone, pretrained))
+
+
+_NOT_OPTIONS = ("pretrained", "smoke", "cache_dir", "progress")
+
+
+def _options_of(provider) -> set[str]:
+    if provider.prepare is None:
+        return set()
+    return set(inspect.signature(provider.prepare).parameters) - set(_NOT_OPTIONS)
+
+
+def provider_options() -> set[str]:
+    """The options that registered providers' models take (the world's ``world_seed`` and
+    ``zipf_exponent``): the keyword parameters of their ``prepare``."""
+    from .backbones import backbone_providers
+
+    return {o for p in backbone_providers().values() for o in _options_of(p)}
+
+
+def provider_options_error(backbone: str, options: Mapping[str, Any] | Sequence[str], chapter: str = "") -> str:
+    """What to write when options of a provider's models (the world's ``world_seed``) reach
+    an open_clip backbone: which models take them, and the parameters that select one
+    (for ``chapter``, the override of a book parameter file)."""
+    from .backbones import backbone_providers, list_backbones
+
+    names = sorted(options)
+    takers = [p for p in backbone_providers().values() if set(names) <= _options_of(p)]
+    if not takers:
+        return f"{', '.join(names)}: no backbone takes these options; leave them out"
+    p = takers[0]
+    model = next((n for n in list_backbones() if n.startswith(p.prefix)), p.prefix)
+    yaml = f"{{backbone: {model}" + (f", pretrained: {p.default_pretrained}}}" if p.default_pretrained else "}")
+    python = f"backbone='{model}'" + (f", pretrained='{p.default_pretrained}'" if p.default_pretrained else "")
+    verb = "are options" if len(names) > 1 else "is an option"
+    if chapter:
+        return (f"{', '.join(names)} {verb} of the models named {p.prefix}*, and {backbone}, an open_clip model, "
+                f"takes none: to run this chapter on {model}, write under 'notebooks:' in the parameter file  "
+                f"{chapter}: {yaml}  (or leave the chapter out with --only)")
+    return (f"{', '.join(names)} {verb} of the models named {p.prefix}*, and {backbone}, an open_clip model, "
+            f"takes none: to run this notebook on {model}, pass {python} (in a book parameter file, the chapter's "
+            f"override under 'notebooks:': {yaml})")
 
 
 def setup(backbone: str = "gla-world-tiny", pretrained: str | None = "world", **params: Any) -> Context:

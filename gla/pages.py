@@ -1,12 +1,15 @@
 """The book's pages that depend on the run: an introduction for a book built for a real
-backbone, and the table of published numbers beside the measured ones.
+backbone, the "All results" page, and the table of published numbers beside the measured
+ones.
 
 The pages in ``book/`` describe the default book, which runs on the miniature world. When
-a parameter file names an open_clip backbone instead, :func:`gla.book.build_book` replaces
-the introduction, the "Beyond the paper" opening and the "All results" page with the pages
-written here: they name the backbones, pretrained weights and datasets of the run (from the
-parameter file), and collect every published number of ``gla/data/published.json`` that
-matches a measured one, side by side with its source.
+the executed notebooks of a tree ran an open_clip backbone instead, :func:`gla.book.build_book`
+replaces the introduction, the "Beyond the paper" opening and the "All results" page with
+the pages written here. They say what each chapter ran as its executed notebook recorded
+it (:func:`gla.book.executed_chapters`): the backbones, weights and data of its results
+rows, or, for a chapter whose tables have no such rows, the parameters it ran with; and
+they collect every published number of ``gla/data/published.json`` that matches a
+measured one, side by side with its source. Only the chapters of the tree are named.
 """
 
 from __future__ import annotations
@@ -43,18 +46,19 @@ _COLUMNS = ("chapter", "backbone", "pretrained", "protocol", "dataset", "method"
 _SETTINGS = ("protocol", "templates", "alpha", "prior_source", "source_prior", "sampling")
 
 
-def serves_real_backbone(params: Mapping[str, Any]) -> bool:
-    """Whether a parameter file's book is for an open_clip backbone (True) or for a source
-    that a registered provider serves, such as the miniature world (False).
+def serves_real_backbone(records: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether a tree of executed chapters is a book for an open_clip backbone (True) or for
+    a source that a registered provider serves, such as the miniature world (False).
 
-    The top-level ``backbone`` decides (``gla-world-tiny`` when absent, the notebooks'
-    default); a chapter that overrides it (the world chapter) does not.
+    ``records`` maps chapter stems to the parameters each ran with
+    (:func:`gla.book.executed_chapters`); one chapter on an open_clip backbone makes the
+    book a real backbone's (the world's chapter of such a book does not make it the world's).
     """
     from .backbones import backbone_provider
     from .plugins import ensure_plugins
 
     ensure_plugins()
-    return backbone_provider(str(params.get("backbone", "gla-world-tiny"))) is None
+    return any(backbone_provider(str(r.get("backbone", "gla-world-tiny"))) is None for r in records.values())
 
 
 def _weights_name(pretrained: Any) -> str:
@@ -125,18 +129,8 @@ def published_beside_measured(results_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(out, columns=list(_COLUMNS))
 
 
-def _run_of_chapter(params: Mapping[str, Any], stem: str) -> dict[str, Any] | None:
-    """The parameters a chapter receives from ``params`` (what ``gla book run`` passes it),
-    or None when its notebook is not there."""
-    from .book import declared_parameters, find_source_dir, notebook_parameters
-
-    path = find_source_dir("notebooks") / f"{stem}.ipynb"
-    if not path.is_file():
-        return None
-    return notebook_parameters(stem, declared_parameters(path), params)
-
-
 def _data_of(run: Mapping[str, Any]) -> str:
+    """The data a chapter ran on, from its recorded parameters."""
     names = []
     for key in ("dataset", "datasets"):
         v = run.get(key)
@@ -145,12 +139,94 @@ def _data_of(run: Mapping[str, Any]) -> str:
     shifted = run.get("shifted")
     if isinstance(shifted, Mapping):
         shifted = sorted({s for v in shifted.values() for s in v})
+    return _data_text(names, shifted or [], run.get("counts_file"))
+
+
+def _data_text(names: list[str], shifted: list[str], counts_file: Any = None) -> str:
     text = ", ".join(f"`{n}`" for n in names) or "the chapter's default"
     if shifted:
         text += "; shifted: " + ", ".join(f"`{s}`" for s in shifted)
-    if run.get("counts_file"):
-        text += f"; concept counts: `{Path(str(run['counts_file'])).name}`"
+    if counts_file:
+        text += f"; concept counts: `{Path(str(counts_file)).name}`"
     return text
+
+
+def _unique(values) -> list:
+    return list(dict.fromkeys(v for v in values if isinstance(v, str) and v))
+
+
+def _rows_of(folder: Path) -> pd.DataFrame | None:
+    """A chapter's tidy results rows (tables with backbone, pretrained, dataset and method
+    columns), or None when it wrote none."""
+    frames = []
+    for csv in sorted(folder.glob("*.csv")):
+        try:
+            df = pd.read_csv(csv, dtype=str)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError):
+            continue
+        if {"backbone", "pretrained", "dataset", "method"} <= set(df.columns) and len(df):
+            frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def chapter_runs(records: Mapping[str, Mapping[str, Any]], results_dir: str | Path) -> pd.DataFrame:
+    """What each executed chapter ran, in the book's order.
+
+    Parameters
+    ----------
+    records : mapping
+        Chapter stem -> the parameters its executed notebook ran with
+        (:func:`gla.book.executed_chapters`).
+    results_dir : path
+        The ``results`` folder of the tree (one sub-folder of tables per chapter).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per chapter: ``chapter`` (stem), ``models`` (list of (backbone, weights
+        file name or tag)), ``data`` (markdown), ``tables`` (file names of its tables),
+        ``settings`` (markdown), ``from_rows`` (True when models and data come from its
+        results rows, which say what ran also where smoke mode trimmed the parameters), and
+        ``provider`` (True for a chapter on a registered provider's model, the world's).
+    """
+    from .backbones import backbone_provider
+    from .book import TABLE_SUFFIXES
+
+    order = book_chapters()
+    stems = [c for c in order if c in records] + sorted(c for c in records if c not in order)
+    out = []
+    for stem in stems:
+        rec = records[stem]
+        folder = Path(results_dir) / stem
+        rows = _rows_of(folder) if folder.is_dir() else None
+        if rows is not None:
+            weights = rows["pretrained"].fillna("").map(_weights_name)
+            models = list(dict.fromkeys(zip(rows["backbone"].fillna(""), weights)))
+            datasets = _unique(rows["dataset"])
+            shifted = [e for e in _unique(rows.get("eval_set", pd.Series(dtype=str))) if e not in datasets]
+            data = _data_text(datasets, shifted, rec.get("counts_file"))
+        else:
+            models = [(str(rec.get("backbone", "")), _weights_name(rec.get("pretrained")))]
+            models += [(str(b[0]), _weights_name(b[1])) for b in rec.get("extra_backbones") or []]
+            data = _data_of(rec)
+        tables = sorted(p.name for p in folder.iterdir()
+                        if p.suffix in TABLE_SUFFIXES and not p.name.startswith(".")) if folder.is_dir() else []
+        out.append({"chapter": stem, "models": models, "data": data, "tables": tables, "settings": _settings_of(rec),
+                    "from_rows": rows is not None,
+                    "provider": backbone_provider(str(rec.get("backbone", ""))) is not None})
+    return pd.DataFrame(out, columns=["chapter", "models", "data", "tables", "settings", "from_rows", "provider"])
+
+
+def _settings_of(rec: Mapping[str, Any]) -> str:
+    parts = [f"{k.replace('_', ' ')} `{rec[k]}`" for k in ("protocol", "templates", "source_prior")
+             if rec.get(k) is not None]
+    if rec.get("quick_gelu") is not None:
+        parts.append("QuickGELU weights" if rec["quick_gelu"] else "GELU weights")
+    if rec.get("prior_file"):
+        parts.append(f"prior file `{_weights_name(rec['prior_file'])}`")
+    if rec.get("smoke"):
+        parts.append("smoke run (scaled down)")
+    return ", ".join(parts)
 
 
 def _markdown_table(df: pd.DataFrame) -> str:
@@ -164,37 +240,45 @@ def _model(backbone: Any, pretrained: Any) -> str:
     return f"`{backbone or ''}` (`{_weights_name(pretrained)}`)"
 
 
-def chapters_table(params: Mapping[str, Any]) -> pd.DataFrame:
-    """Which model (backbone and weights) and datasets each chapter of a parameter file runs."""
-    from .backbones import backbone_provider
-    from .plugins import ensure_plugins
+def _doc(stem: str) -> str:
+    return f"{{doc}}`generated/{stem}`"
 
-    ensure_plugins()
+
+def chapters_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The introduction's table: which model (backbone and weights) and data each chapter of
+    :func:`chapter_runs` ran; a chapter on a registered provider's model (the world's) is
+    not this run's and is left out."""
     rows = []
-    for stem in book_chapters():
-        run = _run_of_chapter(params, stem)
-        if run is None or backbone_provider(str(run.get("backbone", ""))) is not None:
-            continue  # a chapter on a registered provider's model (the world's chapter) is not this run's
-        if stem in READS_TABLES:
-            rows.append({"chapter": f"{{doc}}`generated/{stem}`", "model": "", "data": READS_TABLES[stem]})
+    for r in runs.itertuples(index=False):
+        if r.provider:
             continue
-        rows.append({"chapter": f"{{doc}}`generated/{stem}`",
-                     "model": _model(run.get("backbone"), run.get("pretrained")), "data": _data_of(run)})
-        extra = run.get("extra_backbones") or []
-        for backbone, weights in extra:
-            rows.append({"chapter": "", "model": _model(backbone, weights),
-                         "data": "(a second backbone of the same table)"})
-    return pd.DataFrame(rows)
+        if r.chapter in READS_TABLES:
+            rows.append({"chapter": _doc(r.chapter), "model": "", "data": READS_TABLES[r.chapter]})
+            continue
+        for i, (backbone, weights) in enumerate(r.models or [("", "")]):
+            rows.append({"chapter": _doc(r.chapter) if i == 0 else "", "model": _model(backbone, weights),
+                         "data": r.data if i == 0 else "(another backbone of the same table)"})
+    return pd.DataFrame(rows, columns=["chapter", "model", "data"])
 
 
-def intro_page(params: Mapping[str, Any], results_dir: str | Path, params_name: str = "the parameter file") -> str:
+def _main_model(runs: pd.DataFrame) -> tuple[str, str]:
+    """The backbone and weights most chapters ran (the first chapter's on a tie)."""
+    firsts = [r.models[0] for r in runs.itertuples(index=False)
+              if not r.provider and r.chapter not in READS_TABLES and r.models]
+    if not firsts:
+        return "", ""
+    counts = {m: firsts.count(m) for m in firsts}
+    return max(counts, key=lambda m: (counts[m], -firsts.index(m)))
+
+
+def intro_page(runs: pd.DataFrame, results_dir: str | Path) -> str:
     """The introduction of a book built for a real backbone (MyST markdown).
 
-    Names the backbone, weights and data of every chapter, and shows the published numbers
-    beside the measured ones (:func:`published_beside_measured`).
+    Names the backbone, weights and data of every chapter as :func:`chapter_runs` found
+    them, and shows the published numbers beside the measured ones
+    (:func:`published_beside_measured`).
     """
-    backbone = params.get("backbone", "")
-    weights = _weights_name(params.get("pretrained"))
+    backbone, weights = _main_model(runs)
     pub = published_beside_measured(results_dir)
     if len(pub):
         shown = pub.assign(
@@ -212,18 +296,23 @@ def intro_page(params: Mapping[str, Any], results_dir: str | Path, params_name: 
         sources = "; ".join(dict.fromkeys(published()["source"]))
         published_text = (f"None of the published numbers this project may quote ({sources}) is for the "
                           "backbones and data of this run, so none is shown.")
+    claims = (f" and {_doc('14_claims')} checks each claim of the paper against the numbers of this run"
+              if "14_claims" in set(runs["chapter"]) else "")
     return f"""# Generalized Logit Adjustment with {backbone} ({weights})
 
 This book reruns the experiments of the NeurIPS 2023 paper *Generalized Logit Adjustment:
 Calibrating Fine-tuned Models by Removing Label Bias in Foundation Models*
 {{cite}}`zhu2023gla` with the open_clip backbone `{backbone}` (weights `{weights}`)
 {{cite}}`ilharco2021openclip`, by the paper's procedure as the `gla` package implements it
-(see {{doc}}`method` and {{doc}}`reproduce`). It was built from {params_name} with
-`gla book run` and `gla book build`; every number and figure comes from that run.
+(see {{doc}}`method` and {{doc}}`reproduce`). It was run with `gla book run` and built with
+`gla book build`; every number and figure comes from the executed notebooks of this build.
 
 ## What each chapter ran
 
-{_markdown_table(chapters_table(params))}
+As each chapter's executed notebook recorded it: the backbones, weights and data of its
+results rows, or, where its tables have none, the parameters it ran with.
+
+{_markdown_table(chapters_table(runs))}
 
 ## Published numbers beside the measured ones
 
@@ -232,14 +321,22 @@ Calibrating Fine-tuned Models by Removing Label Bias in Foundation Models*
 ## Reading it
 
 {{doc}}`method` explains the method. Every chapter ends with links to its tables and
-figures; {{doc}}`results` has all of them in one archive, and
-{{doc}}`generated/14_claims` checks each claim of the paper against the numbers of this run.
+figures; {{doc}}`results` has all of them in one archive{claims}.
 """
 
 
-def beyond_page(params: Mapping[str, Any]) -> str:
-    """The opening of "Beyond the paper" for a book built for a real backbone."""
-    backbone = params.get("backbone", "")
+#: The chapters that "Beyond the paper" opens, in order.
+BEYOND = ("10_prior_vs_truth", "11_estimators", "12_calibration", "13_real_frequencies")
+
+
+def beyond_page(runs: pd.DataFrame) -> str | None:
+    """The opening of "Beyond the paper" for a book built for a real backbone (None when
+    the tree holds none of its chapters)."""
+    backbone, _ = _main_model(runs)
+    present = [c for c in BEYOND if c in set(runs["chapter"])]
+    if not present:
+        return None
+    items = "\n".join(f"- {_doc(c)}" for c in present)
     return f"""# Beyond the paper
 
 The chapters of this part ask what the paper could not: how the estimated prior relates to
@@ -248,22 +345,28 @@ needs, and whether GLA is calibrated. Here they run with `{backbone}` on the dat
 {{doc}}`intro`; each chapter says what its numbers show for this backbone. Where a
 chapter needs a pretraining prior that is known, it says which source it uses.
 
-- {{doc}}`generated/10_prior_vs_truth`
-- {{doc}}`generated/11_estimators`
-- {{doc}}`generated/12_calibration`
-- {{doc}}`generated/13_real_frequencies`
+{items}
 """
 
 
-def results_page(params: Mapping[str, Any]) -> str:
-    """The "All results" page for a book built for a real backbone."""
-    backbone = params.get("backbone", "")
+def results_page(runs: pd.DataFrame) -> str:
+    """The "All results" page for a book built for a real backbone: the archive, and each
+    chapter's tables and settings as its executed notebook recorded them."""
+    table = pd.DataFrame([{"chapter": _doc(r.chapter), "tables": ", ".join(f"`{t}`" for t in r.tables),
+                           "settings": r.settings} for r in runs.itertuples(index=False)],
+                         columns=["chapter", "tables", "settings"])
+    example = next((r for r in runs.itertuples(index=False) if r.tables and not r.provider), None)
+    folders = f" (`{example.chapter}/{example.tables[0]}` is a table of {_doc(example.chapter)})" if example else ""
+    backbone, _ = _main_model(runs)
     return f"""# All results
 
 Every table the chapters computed, as CSV and JSON, is in one archive:
-{{download}}`results.zip <generated/results.zip>`. Its folders are named after the chapters
-(`03_many_shot/many_shot.csv` holds the many-shot table of {{doc}}`generated/03_many_shot`),
+{{download}}`results.zip <generated/results.zip>`. Its folders are named after the chapters{folders},
 and each chapter links its own files and figures at its end, under **Downloads**.
+
+| chapter | tables | settings |
+|---|---|---|
+""" + "\n".join(f"| {r.chapter} | {r.tables} | {r.settings} |" for r in table.itertuples(index=False)) + f"""
 
 The tables are tidy: one row per measurement, with the backbone, dataset, method, split,
 number of shots and seed that produced it, so they can be read back with
@@ -272,8 +375,8 @@ number of shots and seed that produced it, so they can be read back with
 """
 
 
-def real_pages(params: Mapping[str, Any], results_dir: str | Path, params_name: str = "the parameter file"
-               ) -> dict[str, str]:
-    """The pages that replace ``book/``'s for a real backbone: file name -> MyST text."""
-    return {"intro.md": intro_page(params, results_dir, params_name), "beyond.md": beyond_page(params),
-            "results.md": results_page(params)}
+def real_pages(runs: pd.DataFrame, results_dir: str | Path) -> dict[str, str | None]:
+    """The pages that replace ``book/``'s for a real backbone: file name -> MyST text (None:
+    the page has no chapter in this tree and is left out)."""
+    return {"intro.md": intro_page(runs, results_dir), "beyond.md": beyond_page(runs),
+            "results.md": results_page(runs)}

@@ -490,6 +490,44 @@ def zipf_sweep_figure(sweep: pd.DataFrame, zipf_offset: float):
     return fig
 
 
+def zipf_sweep_finding(sweep: pd.DataFrame | None, *, offset: float | None = None, images: int | None = None,
+                       backbone: str = "") -> str:
+    """The sentence that states the Zipf sweep's finding (markdown).
+
+    Parameters
+    ----------
+    sweep : pandas.DataFrame or None
+        :func:`gla.world.evaluate.zipf_sweep`'s rows (one per world), or None / empty when
+        the sweep did not run (a backbone whose pretraining prior is unknown).
+    offset : float
+        The law's offset (the worlds').
+    images : int
+        Pretraining images of each world in the sweep.
+    backbone : str
+        The chapter's backbone, named when the sweep did not run.
+
+    Returns
+    -------
+    str
+        For a sweep: how the rank correlation and the slope of the estimated on the true
+        log prior, and the zero-shot head-minus-tail gap, move from the lowest exponent
+        to the highest (means over seeds). Otherwise one sentence saying that the sweep
+        needs the world and what the chapter shows instead.
+    """
+    if sweep is None or not len(sweep):
+        who = f"`{backbone}`" if backbone else "this backbone"
+        return (f"The sweep needs the miniature world, whose pretraining prior is known; that of {who} is not, "
+                "so the sweep is not run here, and the chapter shows what else the estimated prior follows.")
+    means = sweep.groupby("world_zipf_exponent").mean(numeric_only=True)
+    lo, hi = means.iloc[0], means.iloc[-1]
+    return (f"Over {len(sweep)} pretrained worlds ({images} images each), the rank correlation between the "
+            f"estimated and the true log prior is {lo.spearman_estimated_true:.2f} at exponent {means.index[0]:.1f} "
+            f"(offset {offset:.0f}) and {hi.spearman_estimated_true:.2f} at {means.index[-1]:.1f} (mean over "
+            f"seeds); the slope of the estimate on the truth goes from {lo.bias_slope:.2f} to {hi.bias_slope:.2f}, "
+            f"while the zero-shot head-minus-tail gap goes from {lo.head_minus_tail * 100:.1f} to "
+            f"{hi.head_minus_tail * 100:.1f} points.")
+
+
 def planted_prior_figure(study: pd.DataFrame, recovered: torch.Tensor, planted: torch.Tensor, *,
                          estimator: str = "exact", planted_name: str = "true^1"):
     """The planted-prior study (:func:`gla.studies.planted_prior_study`): left, the

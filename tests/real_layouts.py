@@ -306,7 +306,13 @@ def write_all(root: str | Path) -> Path:
 # --------------------------------------------------------------------------- backbones
 
 #: Reduced configs of open_clip's own architectures: (new name, open_clip config it copies).
-E2E_MODELS = {"e2e-RN50-quickgelu": "RN50-quickgelu", "e2e-ViT-B-32": "ViT-B-32"}
+#: ViT-B-32 comes with GELU and with QuickGELU, as in open_clip, so a state-dict file of the
+#: plain name must say which activation its weights were trained with.
+E2E_MODELS = {"e2e-RN50-quickgelu": "RN50-quickgelu", "e2e-ViT-B-32": "ViT-B-32",
+              "e2e-ViT-B-32-quickgelu": "ViT-B-32-quickgelu"}
+#: The models whose random-init state dicts are saved: a GELU ViT-B-32 (weights that are not
+#: OpenAI's) and a QuickGELU RN50.
+E2E_WEIGHTS = ("e2e-RN50-quickgelu", "e2e-ViT-B-32")
 E2E_IMAGE_SIZE = 32
 # The text tower keeps open_clip's text transformer and tokenizer (context 77) but is narrow
 # and shallow: prompt learning encodes every class prompt at every step (1000 on ImageNet).
@@ -314,7 +320,7 @@ E2E_TEXT = {"width": 64, "heads": 2, "layers": 1}
 # The image towers keep their type, width, patch size or stem, attention pooling and
 # QuickGELU, with fewer blocks: ViT-B/32 with 2 of its 12 transformer blocks, RN50 with one
 # bottleneck per stage instead of 3-4-6-3 (state dicts keep open_clip's key names).
-E2E_VISION_LAYERS = {"e2e-RN50-quickgelu": [1, 1, 1, 1], "e2e-ViT-B-32": 2}
+E2E_VISION_LAYERS = {"e2e-RN50-quickgelu": [1, 1, 1, 1], "e2e-ViT-B-32": 2, "e2e-ViT-B-32-quickgelu": 2}
 
 
 def write_model_configs(folder: str | Path) -> Path:
@@ -334,7 +340,7 @@ def write_model_configs(folder: str | Path) -> Path:
 
 
 def write_backbones(folder: str | Path, config_dir: str | Path) -> dict[str, Path]:
-    """Random-init state dicts of :data:`E2E_MODELS` saved as ``<folder>/<name>.pt``."""
+    """Random-init state dicts of :data:`E2E_WEIGHTS` saved as ``<folder>/<name>.pt``."""
     import open_clip
     import torch
 
@@ -342,7 +348,7 @@ def write_backbones(folder: str | Path, config_dir: str | Path) -> dict[str, Pat
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
-    for name in E2E_MODELS:
+    for name in E2E_WEIGHTS:
         torch.manual_seed(0)
         model = open_clip.create_model(name)
         out[name] = folder / f"{name}.pt"

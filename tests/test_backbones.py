@@ -156,3 +156,42 @@ def test_core_backbones_do_not_import_the_world():
     code = "import sys, gla.backbones; print(any(m.startswith('gla.world') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _hub_cache(root, repo: str, filename: str, state) -> None:
+    """A Hugging Face hub cache holding one file of ``repo`` (the layout huggingface_hub reads)."""
+    folder = root / f"models--{repo.replace('/', '--')}"
+    commit = "0" * 40
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    (folder / "snapshots" / commit).mkdir(parents=True)
+    torch.save(state, folder / "snapshots" / commit / filename)
+
+
+def test_cached_weights_load_without_the_hub_when_it_cannot_be_reached(oai, tmp_path, monkeypatch):
+    """A tag whose weights are in the cache loads from it with the hub client offline (no
+    retries); one that is not fails at once with the message, before open_clip is asked."""
+    import open_clip.pretrained as pretrained
+    from huggingface_hub import constants
+
+    monkeypatch.setitem(pretrained._PRETRAINED, "gla-test-oai-quickgelu",
+                        {"gla_cached": pretrained._pcfg(hf_hub="gla-test/cached/"),
+                         "gla_missing": pretrained._pcfg(hf_hub="gla-test/missing/")})
+    _hub_cache(tmp_path / "hub", "gla-test/cached", "open_clip_pytorch_model.bin", oai["weights"])
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(backbones, "hub_unreachable", lambda timeout=3.0: "huggingface.co:443: no route")
+    real_download, offline_during = pretrained.hf_hub_download, []
+
+    def download(*a, cache_dir=None, **k):
+        offline_during.append(constants.is_offline_mode())
+        return real_download(*a, cache_dir=cache_dir or str(tmp_path / "hub"), **k)
+
+    monkeypatch.setattr(pretrained, "hf_hub_download", download)
+    bb = load_backbone("gla-test-oai-quickgelu", "gla_cached")
+    assert _same_weights(bb.model, oai["weights"]) and offline_during and all(offline_during)
+    assert not constants.is_offline_mode()  # restored after the load
+    offline_during.clear()
+    with pytest.raises(RuntimeError, match="the hub cannot be reached: huggingface.co:443: no route"):
+        load_backbone("gla-test-oai-quickgelu", "gla_missing")
+    assert not offline_during  # refused before open_clip asked the hub

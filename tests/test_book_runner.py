@@ -4,6 +4,7 @@ import nbformat
 import pytest
 
 from gla.book import declared_parameters, notebook_parameters, plan_lanes, run_notebooks
+from gla.errors import UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,6 +112,7 @@ def test_keep_going_runs_the_rest_and_reports_every_failure(tmp_path, monkeypatc
     write_nb(src / "03_fails_too.ipynb", "output_dir = 'unset'", "1 / 0")
     cfg = tmp_path / "cfg"
     cfg.mkdir()
+    (tmp_path / "data").mkdir()  # checked before the first kernel
     (cfg / "params.yaml").write_text("data_root: ../data\nnotebooks:\n  02_ok: {pretrained: ckpt/model.pt}\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -240,7 +242,10 @@ def test_book_build_assembles_pages_and_generated_notebooks(tmp_path, capsys):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [nbformat.v4.new_markdown_cell("# Chapter A"), nbformat.v4.new_code_cell("print(42)")]
     nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="42\n")]
+    nb.metadata["papermill"] = {"parameters": {"x": 1}}  # as papermill records what it injected
     nbformat.write(nb, str(gen / "01_a.ipynb"))
+    (gen / "results" / "01_a").mkdir(parents=True)
+    (gen / "results" / "01_a" / "a.csv").write_text("x\n1\n")
     out = tmp_path / "out"
     assert main(["book", "build", "--generated", str(gen), "--pages", str(pages), "--out", str(out)]) == 0
     html = out / "_build" / "html"
@@ -321,3 +326,56 @@ def test_notebooks_that_fit_a_prior_take_a_given_prior_file():
     fits = {p.stem for p in list_notebooks() if "protocol" in declared_parameters(p)}
     assert takes == fits - {"10_prior_vs_truth", "13_real_frequencies"}  # those two study the estimate itself
     assert {"01_label_bias", "03_many_shot", "06_few_shot", "08_long_tail"} <= takes
+
+
+# --------------------------------------------------------------------------- every name and path, before any kernel
+
+@pytest.fixture
+def no_kernel(monkeypatch):
+    import gla.book as book
+
+    ran = []
+    monkeypatch.setattr(book, "_execute", lambda s, p, out, progress_bar: ran.append(s.stem) or out / s.name)
+    return ran
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"backbone": "ViT-B-32", "pretrained": "openai", "quick_gelu": None, "notebooks": {}},
+     "00_the_world: world_seed is an option of the models named gla-world*, and ViT-B-32, an open_clip model, takes "
+     "none: to run this chapter on gla-world-tiny, write under 'notebooks:' in the parameter file  "
+     "00_the_world: {backbone: gla-world-tiny, pretrained: world}"),
+    ({"notebooks": {"03_many_shot": {"dataset": "DTD"}}},
+     "03_many_shot: dataset: unknown dataset 'DTD' (did you mean dtd?)"),
+    ({"notebooks": {"04_distribution_shift": {"shifted": ["world-main-skecth"]}}},
+     "04_distribution_shift: shifted: unknown dataset 'world-main-skecth' (did you mean world-main-sketch"),
+    ({"notebooks": {"06_few_shot": {"shifted": {"world-main": ["imagenet_b"]}}}},
+     "06_few_shot: shifted: unknown dataset 'imagenet_b'"),
+    ({"notebooks": {"09_ablations": {"few_shot_dataset": "world-mian"}}},
+     "09_ablations: few_shot_dataset: unknown dataset 'world-mian'"),
+    ({"data_root": "/no/such/data"}, "data_root: no folder at /no/such/data"),
+    ({"notebooks": {"13_real_frequencies": {"counts_file": "/no/counts.tsv"}}},
+     "13_real_frequencies: counts_file: no file at /no/counts.tsv"),
+    ({"notebooks": {"03_many_shot": {"extra_backbones": [["ViT-B-32", "/no/b32.pt"]]}}},
+     "03_many_shot: extra_backbones[0]: pretrained: no checkpoint file at /no/b32.pt"),
+    ({"notebooks": {"03_many_shot": {"extra_backbones": [["ViT-B-32"]]}}},
+     "03_many_shot: extra_backbones: expected [name, pretrained] or [name, pretrained, quick_gelu] entries"),
+    ({"notebooks": {"11_estimators": {"backbone": "ViT-B-61"}}},
+     "11_estimators: backbone: unknown model 'ViT-B-61'"),
+])
+def test_book_run_checks_every_name_and_path_before_the_first_kernel(tmp_path, no_kernel, params, message):
+    with pytest.raises(UsageError) as info:
+        run_notebooks(params, tmp_path / "out", jobs=1)
+    assert message in str(info.value)
+    assert not no_kernel and not (tmp_path / "out").exists()
+
+
+def test_book_run_checks_data_layouts_before_the_first_kernel(tmp_path, no_kernel):
+    (tmp_path / "data" / "imagenet" / "images" / "train").mkdir(parents=True)  # no synset folder
+    params = {"data_root": str(tmp_path / "data"), "notebooks": {"01_label_bias": {"dataset": "imagenet"}}}
+    with pytest.raises(UsageError, match="01_label_bias: dataset: .*imagenet.*Expected this layout"):
+        run_notebooks(params, tmp_path / "out", only=["01_label_bias"])
+    assert not no_kernel
+    # only the notebooks that run are checked: 01 is left out, the world chapters pass
+    run_notebooks(params, tmp_path / "out", only=["02_estimating_the_prior"])
+    assert no_kernel == ["02_estimating_the_prior"]
+    assert run_notebooks(params, tmp_path / "out2", only=["01_label_bias"], check=False)

@@ -429,3 +429,22 @@ def test_gla_run_passes_a_given_fine_tuned_model_to_the_many_shot_protocol(tmp_p
     assert seen["finetuned"] == str(model)
     assert main(_run_args(tmp_path, world_ckpt, "long-tail", "--datasets", "world-lt", "--finetuned", str(model))) == 2
     assert "--finetuned" in capsys.readouterr().err
+
+
+def test_every_command_has_a_description():
+    """'gla estimate -h', 'gla book run -h' and 'gla book build -h' used to show none."""
+    for name, p in _subparsers(build_parser()):
+        assert p.description and len(p.description) > 40, name
+    book = dict(_subparsers(build_parser()))
+    assert "checked" in book["run"].description and "executed notebook" in book["build"].description
+
+
+def test_only_rank_0_prints_run_messages(monkeypatch, capsys):
+    from gla.protocols import RunConfig
+
+    monkeypatch.setenv("RANK", "1")
+    RunConfig(progress=True).log("fine-tuning (rank 1)")
+    monkeypatch.setenv("RANK", "0")
+    RunConfig(progress=True).log("fine-tuning (rank 0)")
+    err = capsys.readouterr().err
+    assert "rank 0" in err and "rank 1" not in err

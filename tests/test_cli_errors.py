@@ -194,3 +194,94 @@ def test_an_error_raised_in_a_loader_worker_is_reported_by_its_last_line():
                        "read image file /d/n1/1.JPEG (truncated)\n")
     assert _message(exc) == ("gla.data.images.ImageReadError: imagenet/train: cannot read image file /d/n1/1.JPEG "
                              "(truncated)")
+
+
+# --------------------------------------------------------------------------- messages of issue 20, section 4
+
+def test_estimate_reads_the_files_apply_reads(tmp_path, capsys):
+    """.npy logits with --labels, a .npz, and a torch dict give the same prior; logits
+    without labels name --labels (they used to give an UnpicklingError traceback)."""
+    import json
+
+    import numpy as np
+
+    from tests.conftest import planted_logits
+
+    logits, labels, _ = planted_logits(60, 4, seed=1)
+    torch.save({"logits": logits, "labels": labels}, tmp_path / "z.pt")
+    np.save(tmp_path / "z.npy", logits.numpy())
+    np.save(tmp_path / "y.npy", labels.numpy())
+    np.savez(tmp_path / "z.npz", logits=logits.numpy(), labels=labels.numpy())
+    priors = []
+    for argv in (["z.pt"], ["z.npy", "--labels", "y.npy"], ["z.npz"]):
+        out = tmp_path / f"{argv[0]}.json"
+        assert main(["estimate", *[str(tmp_path / a) if "." in a else a for a in argv], "--out", str(out)]) == 0
+        priors.append(json.loads(out.read_text())["log_prior"])
+    assert np.allclose(priors[0], priors[1]) and np.allclose(priors[0], priors[2])
+    assert main(["estimate", str(tmp_path / "z.npy")]) == 2
+    err = _one_message(capsys.readouterr().err)
+    assert "holds no labels" in err and "--labels FILE" in err
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "0"])
+def test_a_bad_temperature_names_the_option(tmp_path, capsys, value):
+    torch.save({"logits": torch.randn(4, 3), "labels": torch.tensor([0, 1, 2, 0])}, tmp_path / "z.pt")
+    with pytest.raises(SystemExit) as e:
+        main(["estimate", str(tmp_path / "z.pt"), "--temperature", value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --temperature: expected a positive number or 'search', got '{value}'" in err
+
+
+def test_an_unreachable_hub_fails_at_once_with_the_message(no_compute, tmp_path, monkeypatch, capsys):
+    """Without HF_HUB_OFFLINE and without network, a tag whose weights are not cached is
+    refused before compute, with no call to the hub (it used to retry for a minute)."""
+    import time
+
+    import open_clip.pretrained
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setattr(gla.backbones, "hub_unreachable", lambda timeout=3.0: "huggingface.co:443: no route")
+    monkeypatch.setattr(open_clip.pretrained, "hf_hub_download",
+                        lambda *a, **k: pytest.fail("the hub was asked although it cannot be reached"))
+    t0 = time.perf_counter()
+    assert main(["run", "long-tail", "--datasets", "world-lt", "--backbone", "ViT-B-16", "--pretrained", "openai",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert time.perf_counter() - t0 < 30
+    err = _one_message(capsys.readouterr().err)
+    assert "the hub cannot be reached: huggingface.co:443: no route" in err and "not in the Hugging Face cache" in err
+    assert "HF_HUB_OFFLINE=1" in err  # the advice
+
+
+def test_a_dataset_name_in_the_wrong_case_gets_a_suggestion(no_compute, tmp_path, capsys):
+    assert main(["run", "few-shot", "--datasets", "DTD", "--out", str(tmp_path)]) == 2
+    assert "unknown dataset 'DTD' (did you mean dtd?)" in _one_message(capsys.readouterr().err)
+    from gla.data import dataset_entry
+
+    with pytest.raises(ValueError, match=r"unknown dataset 'Caltech101' \(did you mean caltech101\?\)"):
+        dataset_entry("Caltech101")
+
+
+def test_world_pretrain_takes_the_cache_of_the_other_commands(tmp_path, monkeypatch, capsys):
+    import importlib
+
+    wp = importlib.import_module("gla.world.pretrain")  # the module (gla.world.pretrain is also a function)
+    from gla.cli import build_parser
+
+    seen = {}
+
+    def fake_pretrain(world, cfg, *, cache_dir, progress):
+        seen["cache_dir"] = cache_dir
+        torch.save({"timing": {"seconds": 1.0}}, tmp_path / "ckpt.pt")
+        return tmp_path / "ckpt.pt"
+
+    monkeypatch.setattr(wp, "pretrain", fake_pretrain)
+    monkeypatch.setenv("GLA_CACHE_DIR", str(tmp_path / "env-cache"))
+    assert main(["world", "pretrain", "--smoke", "--quiet"]) == 0
+    assert seen["cache_dir"] == str(tmp_path / "env-cache")
+    capsys.readouterr()
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["world", "pretrain", "--help"])
+    assert "(default: GLA_CACHE_DIR or .gla_cache)" in " ".join(capsys.readouterr().out.split())

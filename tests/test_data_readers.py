@@ -58,6 +58,24 @@ def test_partial_imagenet_r_download_names_the_missing_wnids(tmp_path):
         load_dataset("imagenet_r", "test", root=tmp_path)
 
 
+@pytest.mark.parametrize("name, folder", [("imagenet_a", "imagenet-adversarial/imagenet-a"),
+                                          ("imagenet_r", "imagenet-rendition/imagenet-r")])
+def test_the_completeness_error_names_the_folders_it_did_not_recognise(tmp_path, name, folder):
+    """A renamed synset folder (and a stray one) beside the published 200: one message
+    names the missing wnid and every folder not recognised, with the folder they sit in."""
+    wnids = imagenet_subset_wnids(name)
+    for w in wnids[1:]:
+        img(tmp_path / folder / w / "0.jpg")
+    img(tmp_path / folder / f"{wnids[0]} (1)" / "0.jpg")  # renamed by a copy
+    (tmp_path / folder / "__MACOSX").mkdir()
+    with pytest.raises(ValueError) as info:
+        load_dataset(name, "test", root=tmp_path)
+    text = str(info.value)
+    assert f"missing 1 of the 200 published wnids: {wnids[0]}" in text
+    assert f"2 folder(s) not recognised (not among the 200 published wnids): __MACOSX, {wnids[0]} (1)" in text
+    assert str(tmp_path / folder) in text
+
+
 def test_classnames_come_from_the_table():
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 

@@ -34,3 +34,17 @@ def test_the_world_brings_its_truths_and_its_seed_spread(smoke_checkpoint, tmp_p
     assert default.seed_spread["seeds"] == [0, 1, 2] and {"zero_shot", "fine_tuned"} <= set(default.seed_spread["values"])
     other_law = context("gla-world-tiny", "world", zipf_exponent=2.0, cache_dir=tmp_path, output_dir=tmp_path / "o")
     assert other_law.seed_spread is None  # measured for the default law only
+
+
+def test_world_options_on_an_open_clip_backbone_say_what_to_write(tiny_openclip, tmp_path):
+    """Chapter 00 on a real backbone: the message says which models take world_seed and
+    what to pass instead (it used to say 'options of another backbone provider')."""
+    import pytest
+
+    with pytest.raises(ValueError) as info:
+        context(tiny_openclip, "", world_seed=0, cache_dir=tmp_path, output_dir=tmp_path / "out")
+    text = str(info.value)
+    assert text.startswith(f"world_seed is an option of the models named gla-world*, and {tiny_openclip}")
+    assert "pass backbone='gla-world-tiny', pretrained='world'" in text
+    assert "{backbone: gla-world-tiny, pretrained: world}" in text
+    assert not (tmp_path / "out").exists()  # refused before anything is made

@@ -1,22 +1,55 @@
-"""The pages of a book built for a real backbone (gla.pages, gla.book.build_book(params=...))."""
+"""The pages of a book built for a real backbone (gla.pages, gla.book.build_book): written
+from what the executed notebooks recorded, the parameters papermill injected and the
+results rows each chapter wrote."""
 
 from __future__ import annotations
 
 import subprocess
 
+import nbformat
 import pandas as pd
 import pytest
 
-from gla.pages import intro_page, published_beside_measured, real_pages, serves_real_backbone
+from gla.book import executed_chapters
+from gla.errors import UsageError
+from gla.pages import chapter_runs, intro_page, published_beside_measured, real_pages, serves_real_backbone
 
-REAL = {"backbone": "ViT-B-16", "pretrained": "openai", "data_root": "/data/somewhere",
-        "notebooks": {"00_the_world": {"backbone": "gla-world-tiny", "pretrained": "world"},
-                      "03_many_shot": {"dataset": "imagenet", "extra_backbones": [["ViT-B-32", "/ckpt/b32.pt"]]},
-                      "04_distribution_shift": {"dataset": "imagenet", "shifted": ["imagenet_v2"]},
-                      "06_few_shot": {"backbone": "RN50", "datasets": ["imagenet", "dtd"],
-                                      "shifted": {"imagenet": ["imagenet_a"]}},
-                      "13_real_frequencies": {"pretrained": "laion2b_s34b_b88k",
-                                              "counts_file": "/data/counts/freq.txt"}}}
+SHARED = {"backbone": "ViT-B-16", "pretrained": "openai", "data_root": "/data/somewhere", "smoke": False}
+# chapter -> the parameters its notebook was executed with (papermill's record)
+REAL = {"00_the_world": {**SHARED, "backbone": "gla-world-tiny", "pretrained": "world"},
+        "03_many_shot": {**SHARED, "dataset": "imagenet", "extra_backbones": [["ViT-B-32", "/ckpt/b32.pt"]]},
+        "04_distribution_shift": {**SHARED, "dataset": "imagenet", "shifted": ["imagenet_v2"]},
+        "06_few_shot": {**SHARED, "backbone": "RN50", "datasets": ["imagenet", "dtd"],
+                        "shifted": {"imagenet": ["imagenet_a"]}},
+        "13_real_frequencies": {**SHARED, "pretrained": "laion2b_s34b_b88k", "counts_file": "/data/counts/freq.txt"}}
+
+
+def executed(folder, stem, params, *, error=None, parameters_cell="backbone = 'gla-world-tiny'"):
+    """A notebook as papermill leaves it: the parameters cell, papermill's record of the
+    injected parameters, a heading and an output (or an error)."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    cell = nbformat.v4.new_code_cell(parameters_cell)
+    cell.metadata["tags"] = ["parameters"]
+    code = nbformat.v4.new_code_cell("print(42)")
+    code.outputs = [nbformat.v4.new_output("error", ename=error[0], evalue=error[1], traceback=[]) if error
+                    else nbformat.v4.new_output("stream", name="stdout", text="42\n")]
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# Chapter {stem}"), cell, code]
+    if params is not None:
+        nb.metadata["papermill"] = {"parameters": params, "exception": bool(error)}
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(folder / f"{stem}.ipynb"))
+
+
+def tree(root, records, results):
+    """A tree of executed chapters: <root>/<stem>.ipynb and <root>/results (``results``)."""
+    for stem, params in records.items():
+        executed(root, stem, params)
+        folder = root / "results" / stem
+        folder.mkdir(parents=True, exist_ok=True)
+        if not any(folder.iterdir()):
+            pd.DataFrame([{"x": 1}]).to_csv(folder / "other.csv", index=False)
+    return root
 
 
 def _row(**kw):
@@ -70,45 +103,91 @@ def test_no_published_number_for_the_world(tmp_path):
     assert published_beside_measured(tmp_path / "missing").empty
 
 
-def test_the_intro_names_the_run_and_never_the_world(results):
-    text = intro_page(REAL, results, "`vit.yaml`")
-    assert "ViT-B-16" in text and "`openai`" in text and "`vit.yaml`" in text
+@pytest.fixture
+def real_tree(tmp_path, results):
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    results.rename(gen / "results")
+    pd.DataFrame([_row(), _row(backbone="ViT-B-32", pretrained="/ckpt/b32.pt", top1=0.6)]).to_csv(
+        gen / "results" / "03_many_shot" / "many_shot.csv", index=False)
+    return tree(gen, REAL, gen / "results")
+
+
+def test_the_intro_names_the_run_and_never_the_world(real_tree):
+    records = executed_chapters(real_tree)
+    text = intro_page(chapter_runs(records, real_tree / "results"), real_tree / "results")
+    assert text.startswith("# Generalized Logit Adjustment with ViT-B-16-quickgelu (openai)")
     assert "world" not in text.lower()
     assert "/data/somewhere" not in text and "/machine" not in text and "/ckpt" not in text
     assert "`b32.pt`" in text and "`freq.txt`" in text and "`laion2b_s34b_b88k`" in text
     assert "| 68.3 | 67.5 | -0.8 |" in text and "VRF (NeurIPS 2024), Table 2" in text
-    assert "`imagenet`, `dtd`; shifted: `imagenet_a`" in text
-    for page in real_pages(REAL, results).values():
-        assert "miniature world" not in page
+    # 06 wrote rows: what they hold (RN50 on imagenet), not its parameters (dtd, imagenet_a)
+    assert "| {doc}`generated/06_few_shot` | `RN50` (`openai`) | `imagenet` |" in text
+    # 13 wrote no results rows: its recorded parameters
+    assert "| {doc}`generated/13_real_frequencies` | `ViT-B-16` (`laion2b_s34b_b88k`) | the chapter's default; " \
+           "concept counts: `freq.txt` |" in text
+    for page in real_pages(chapter_runs(records, real_tree / "results"), real_tree / "results").values():
+        assert page is None or "miniature world" not in page
+    assert "{doc}`generated/14_claims`" not in text  # a chapter the tree lacks is not named
+
+
+def test_the_intro_follows_a_chapter_rerun_with_other_parameters(real_tree):
+    """A chapter rerun with other data: the introduction says what the new run did."""
+    runs = chapter_runs(executed_chapters(real_tree), real_tree / "results")
+    assert "shifted: `imagenet_v2`" in intro_page(runs, real_tree / "results")
+    pd.DataFrame([_row(eval_set="imagenet", top1=0.6)]).to_csv(
+        real_tree / "results" / "04_distribution_shift" / "distribution_shift.csv", index=False)
+    executed(real_tree, "13_real_frequencies", {**REAL["13_real_frequencies"], "counts_file": "/d/other.tsv"})
+    runs = chapter_runs(executed_chapters(real_tree), real_tree / "results")
+    text = intro_page(runs, real_tree / "results")
+    assert "imagenet_v2" not in text and "`other.tsv`" in text and "`freq.txt`" not in text
+
+
+def test_the_results_page_lists_each_chapters_tables_and_settings(real_tree):
+    executed(real_tree, "03_many_shot", {**REAL["03_many_shot"], "protocol": "exact", "smoke": True})
+    page = real_pages(chapter_runs(executed_chapters(real_tree), real_tree / "results"),
+                      real_tree / "results")["results.md"]
+    assert "| {doc}`generated/03_many_shot` | `many_shot.csv` | protocol `exact`, smoke run (scaled down) |" in page
+    assert "| {doc}`generated/06_few_shot` | `few_shot.csv`, `notes.csv` |" in page
+    assert "{download}`results.zip <generated/results.zip>`" in page
+
+
+def test_a_chapter_whose_results_are_missing_fails_loudly(real_tree):
+    import shutil
+
+    shutil.rmtree(real_tree / "results" / "04_distribution_shift")
+    executed(real_tree, "06_few_shot", REAL["06_few_shot"], error=("ZeroDivisionError", "division by zero"))
+    executed(real_tree, "12_calibration", None)  # copied, not executed
+    with pytest.raises(UsageError) as info:
+        executed_chapters(real_tree)
+    text = str(info.value)
+    assert "3 chapter(s)" in text and "04_distribution_shift: its results are missing" in text
+    assert "06_few_shot: it failed (ZeroDivisionError: division by zero)" in text
+    assert "12_calibration: not executed by 'gla book run'" in text
+    assert "gla book run --only 04_distribution_shift 06_few_shot 12_calibration" in text
 
 
 def test_which_books_are_real():
     assert serves_real_backbone(REAL)
-    assert not serves_real_backbone({})  # the notebooks' default: the world's CLIP
-    assert not serves_real_backbone({"backbone": "gla-world-tiny"})
+    assert not serves_real_backbone({"00_the_world": REAL["00_the_world"]})
+    assert not serves_real_backbone({"01_a": {"backbone": "gla-world-tiny"}, "02_b": {}})
 
 
-def test_build_book_writes_the_run_pages_for_a_real_backbone(tmp_path, results, monkeypatch):
-    """build_book(params=...) puts the run's intro in the assembled book; the world keeps
-    book/'s pages. (jupyter-book itself is not run here: test_book.py builds the real book.)"""
-    import yaml
-
+def test_build_book_writes_the_run_pages_for_a_real_backbone(tmp_path, real_tree, monkeypatch):
+    """build_book puts the run's intro in the assembled book when the executed notebooks
+    ran a real backbone; the world keeps book/'s pages. (jupyter-book itself is not run
+    here: test_book_build_of_a_partial_tree runs it.)"""
     import gla.book as book
 
-    gen = tmp_path / "gen"
-    gen.mkdir()
-    (gen / "01_label_bias.ipynb").write_text("{}")
-    (results.parent / "results").rename(gen / "results")
     monkeypatch.setattr(book.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "", ""))
-    params = tmp_path / "vit.yaml"
-    params.write_text(yaml.safe_dump(REAL))
-    book.build_book(gen, tmp_path / "real", params=params)
+    book.build_book(real_tree, tmp_path / "real")
     intro = (tmp_path / "real" / "book" / "intro.md").read_text()
-    assert intro.startswith("# Generalized Logit Adjustment with ViT-B-16 (openai)") and "`vit.yaml`" in intro
+    assert intro.startswith("# Generalized Logit Adjustment with ViT-B-16-quickgelu (openai)")
     assert "miniature world" not in (tmp_path / "real" / "book" / "results.md").read_text()
-    book.build_book(gen, tmp_path / "world", params={})
+    world = tree(tmp_path / "world-gen", {"01_label_bias": {"backbone": "gla-world-tiny"}}, None)
+    book.build_book(world, tmp_path / "world")
     shipped = book.find_source_dir("book") / "intro.md"
-    assert (tmp_path / "world" / "book" / "intro.md").read_text() == shipped.read_text()
+    assert (tmp_path / "world" / "book" / "intro.md").read_text().startswith(shipped.read_text().split("\n")[0])
 
 
 def test_rows_of_different_settings_are_not_averaged(tmp_path):
@@ -118,3 +197,27 @@ def test_rows_of_different_settings_are_not_averaged(tmp_path):
         tmp_path / "09" / "t.csv", index=False)
     pub = published_beside_measured(tmp_path).set_index("protocol")
     assert pub.loc["paper", "measured"] == pytest.approx(60.0) and pub.loc["exact", "measured"] == pytest.approx(70.0)
+
+
+@pytest.mark.parametrize("kind", ["world", "real"])
+def test_book_build_of_a_partial_tree(tmp_path, kind):
+    """A tree with two chapters builds, warnings as errors, into a book of those chapters: no
+    page links a chapter it lacks (chapter 14 links chapter 3, which did not run)."""
+    from gla.book import build_book, write_results_archive
+
+    backbone = {"world": "gla-world-tiny", "real": "ViT-B-32"}[kind]
+    records = {"01_label_bias": {"backbone": backbone, "pretrained": "w.pt", "dataset": "imagenet"},
+               "14_claims": {"backbone": backbone, "pretrained": "w.pt"}}
+    gen = tree(tmp_path / "gen", records, None)
+    nb = nbformat.read(str(gen / "14_claims.ipynb"), as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell("{doc}`Many-shot <03_many_shot>`, {doc}`Label bias <01_label_bias>`"))
+    nbformat.write(nb, str(gen / "14_claims.ipynb"))
+    write_results_archive(gen)
+    html = build_book(gen, tmp_path / "out")
+    built = {p.relative_to(html).as_posix() for p in html.rglob("*.html")}
+    assert {"generated/01_label_bias.html", "generated/14_claims.html", "intro.html", "results.html"} <= built
+    assert not {"generated/03_many_shot.html", "beyond.html"} & built
+    claims = (html / "generated" / "14_claims.html").read_text()
+    assert "Many-shot" in claims and 'href="01_label_bias.html"' in claims and "03_many_shot.html" not in claims
+    intro = (html / "intro.html").read_text()
+    assert "03_many_shot.html" not in intro and ("ViT-B-32" in intro) == (kind == "real")

@@ -289,3 +289,14 @@ def test_compare_protocols_sets_the_two_tables_side_by_side():
         compare_protocols(rows("paper", 0.6), rows("paper", 0.6))
     with pytest.raises(ValueError, match="none of"):
         compare_protocols(rows("paper", 0.6), rows("exact", 0.6), by=("backbone",))
+
+
+def test_chapter_09_compares_few_shot_rows_by_default_only_where_prompts_train_on_features():
+    """The world's recipe (cached features) compares the chapter's task; GLA's end-to-end
+    recipe for an open_clip backbone (minutes per run) compares none unless named."""
+    from gla.protocols import PAPER_PROMPTS, PromptRecipe, comparison_few_shot_dataset
+
+    assert comparison_few_shot_dataset("default", "world-main", PromptRecipe(trainer="features")) == "world-main"
+    assert comparison_few_shot_dataset("default", "imagenet", PAPER_PROMPTS) is None
+    assert comparison_few_shot_dataset("dtd", "imagenet", PAPER_PROMPTS) == "dtd"
+    assert comparison_few_shot_dataset(None, "world-main", PromptRecipe()) is None

@@ -1,10 +1,12 @@
 """End to end: the WHOLE real parameter set, every notebook through ``gla.book.run_notebooks``
 (what ``gla book run --params FILE`` does), on real open_clip architectures (RN50 with
-QuickGELU for the few-shot chapter, as in the official few-shot scripts; ViT-B-32 for the
-rest; fewer blocks, 32-pixel inputs and a small text tower) with random weights saved as
-local state-dict files, on data written in every
-documented layout (``tests/real_layouts.py``), scaled down (``tests/data/e2e-real.yaml``,
-which mirrors ``notebooks/params/vit-b-16-openai.yaml``).
+QuickGELU for the few-shot chapter and as the many-shot chapter's second backbone, as in the
+official scripts; ViT-B-32 with GELU for the rest, as LAION's or DataComp's weights would
+be, said by ``quick_gelu: false``; fewer blocks, 32-pixel inputs and a small text tower)
+with random weights saved as local state-dict files, on data written in every documented
+layout (``tests/real_layouts.py``), scaled down (``tests/data/e2e-real.yaml``, which mirrors
+``notebooks/params/vit-b-16-openai.yaml``). Then the book is built from what the notebooks
+recorded, and one chapter rerun with other parameters changes its introduction.
 
 The reduced model configs are registered in each notebook's kernel by an IPython startup
 file (``IPYTHONDIR``), the only way a config reaches a papermill kernel without code in
@@ -14,6 +16,7 @@ folder, so a relative ``PYTHONPATH=.`` would give them another installed copy).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -75,8 +78,9 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def real_book(tmp_path_factory, smoke_checkpoint):
-    """Data in every layout, local checkpoints, the parameter file beside them; every notebook run."""
+def real_tree(tmp_path_factory, smoke_checkpoint):
+    """Data in every layout, local checkpoints, the parameter file beside them, and the
+    kernels' start-up file that registers the reduced model configs."""
     tmp = tmp_path_factory.mktemp("e2e")
     # The world chapter's smoke CLIP is the session's (same settings, same cache key): not pretrained twice.
     (tmp / "cache" / "world").mkdir(parents=True)
@@ -89,14 +93,26 @@ def real_book(tmp_path_factory, smoke_checkpoint):
     (startup / "00-e2e-model-configs.py").write_text(
         f"import open_clip\nopen_clip.add_model_config({str(configs)!r})\n")
     shutil.copy(PARAMS, tmp / "e2e-real.yaml")
-    out = tmp / "out"
+    return tmp
+
+
+@contextlib.contextmanager
+def kernels(tmp):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("IPYTHONDIR", str(tmp / "ipython"))
         mp.setenv("OMP_NUM_THREADS", "2")
         # The kernels run in the output folder: make them import this checkout's gla.
         mp.setenv("PYTHONPATH", os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+        yield
+
+
+@pytest.fixture(scope="module")
+def real_book(real_tree):
+    """Every notebook of the real parameter set, run."""
+    out = real_tree / "out"
+    with kernels(real_tree):
         try:
-            run_notebooks(tmp / "e2e-real.yaml", out, jobs=1, keep_going=True)
+            run_notebooks(real_tree / "e2e-real.yaml", out, jobs=1, keep_going=True)
         except NotebookFailures as exc:
             print(exc)
     return out
@@ -137,3 +153,65 @@ def test_real_notebook_runs_and_fills_its_tables(real_book, stem):
         assert columns <= set(df.columns), f"{stem}: {table} has columns {list(df.columns)}"
         if check is not None:
             assert check(df), f"{stem}: {table} rows are not as expected:\n{df.head(20)}"
+
+
+def test_gelu_weights_without_their_activation_are_refused_before_any_kernel(real_tree):
+    """Without quick_gelu the ViT-B-32 state dict is ambiguous (its name has a -quickgelu
+    twin): the run stops before the first kernel, naming the option."""
+    from gla.book import load_params
+    from gla.errors import UsageError
+
+    params = load_params(real_tree / "e2e-real.yaml")
+    del params["quick_gelu"]
+    with pytest.raises(UsageError) as info:
+        run_notebooks(params, real_tree / "refused", only=["01_label_bias"])
+    assert "01_label_bias: pretrained: cannot tell whether" in str(info.value)
+    assert "quick_gelu: false" in str(info.value)
+    assert not (real_tree / "refused").exists()
+
+
+def _glued_markdown(nb_path, name):
+    nb = nbformat.read(str(nb_path), as_version=4)
+    for c in nb.cells:
+        for o in c.get("outputs", []) if c.cell_type == "code" else []:
+            scrap = o.get("metadata", {}).get("scrapbook", {})
+            if scrap.get("name") == name:
+                return next(v for k, v in o.get("data", {}).items() if k.endswith("text/markdown"))
+    raise AssertionError(f"{nb_path.name}: nothing glued as {name}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(SKIP, reason="GLA_SKIP_REAL_RUN=1")
+def test_chapter_10_says_in_one_sentence_that_its_sweep_needs_the_world(real_book):
+    text = _glued_markdown(real_book / "10_prior_vs_truth.ipynb", "sweep_finding")
+    assert "needs the miniature world" in text and "`e2e-ViT-B-32`" in text and "nan" not in text.lower()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(SKIP, reason="GLA_SKIP_REAL_RUN=1")
+def test_the_book_says_what_ran_and_follows_a_chapter_rerun(real_tree, real_book):
+    """The introduction and the All results page come from the executed notebooks; chapter
+    04 rerun without ImageNet-A/-R changes its row, and the book builds (warnings as errors)."""
+    import yaml
+
+    from gla.book import build_book, executed_chapters
+    from gla.pages import chapter_runs, intro_page
+
+    gen = real_tree / "rerun"
+    shutil.copytree(real_book, gen)  # the rerun happens in a copy: the tests above read real_book
+    intro = intro_page(chapter_runs(executed_chapters(gen), gen / "results"), gen / "results")
+    assert intro.startswith(f"# Generalized Logit Adjustment with {VIT} ({VIT}.pt)")
+    assert "`imagenet_a`, `imagenet_r`" in intro
+    params = yaml.safe_load((real_tree / "e2e-real.yaml").read_text())
+    params["notebooks"]["04_distribution_shift"]["shifted"] = ["imagenet_v2", "imagenet_sketch"]
+    (real_tree / "e2e-rerun.yaml").write_text(yaml.safe_dump(params))
+    with kernels(real_tree):
+        run_notebooks(real_tree / "e2e-rerun.yaml", gen, only=["04_distribution_shift"])
+    html = build_book(gen, real_tree / "site")
+    intro = (real_tree / "site" / "book" / "intro.md").read_text()
+    row = next(line for line in intro.splitlines() if "generated/04_distribution_shift`" in line)
+    assert "shifted: `imagenet_v2`, `imagenet_sketch` |" in row and "imagenet_a" not in row
+    results = (real_tree / "site" / "book" / "results.md").read_text()
+    rows = {line.split("`")[1]: line for line in results.splitlines() if line.startswith("| {doc}`generated/")}
+    assert "GELU weights" in rows["generated/03_many_shot"] and "GELU" not in rows["generated/06_few_shot"]
+    assert (html / "intro.html").is_file() and (html / "generated" / "14_claims.html").is_file()

@@ -190,3 +190,21 @@ def test_seed_spread_note_gives_the_spread_of_each_quoted_number():
     world = seed_spread()
     assert world["values"]["zero_shot"] == [63.5, 62.0, 60.4]
     assert "± 1.6 points (from 60.4 to 63.5)" in seed_spread_note(world, ["zero_shot"])
+
+
+def test_the_zipf_sweep_finding_says_what_ran():
+    """Chapter 10's sentence: the numbers of a sweep, or, for a backbone whose pretraining
+    prior is unknown, one sentence saying the sweep needs the world (never 'nan')."""
+    from gla.report import zipf_sweep_finding
+
+    sweep = pd.DataFrame({"world_zipf_exponent": [2.0, 2.0, 4.0, 4.0], "world_seed": [0, 1, 0, 1],
+                          "spearman_estimated_true": [0.2, 0.4, 0.8, 0.9], "bias_slope": [0.1, 0.3, 0.5, 0.7],
+                          "head_minus_tail": [0.05, 0.07, 0.3, 0.32]})
+    text = zipf_sweep_finding(sweep, offset=10, images=25600)
+    assert text.startswith("Over 4 pretrained worlds (25600 images each)")
+    assert "is 0.30 at exponent 2.0 (offset 10) and 0.85 at 4.0" in text and "from 0.20 to 0.60" in text
+    assert "from 6.0 to 31.0 points" in text
+    for empty in (None, sweep.iloc[:0]):
+        text = zipf_sweep_finding(empty, backbone="ViT-B-32")
+        assert text.count(". ") == 0 and text.endswith(".") and "needs the miniature world" in text
+        assert "`ViT-B-32`" in text and "nan" not in text.lower()

@@ -170,6 +170,10 @@ SHIFT_LAYOUTS = {
 }
 
 
+def _some(names: list[str], n: int = 10) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
 def load_imagenet_shift(name: str, split: str, *, root: str | os.PathLike | None,
                         transform: Callable | None = None) -> LabelledImages:
     """ImageNet-V2 / -Sketch / -A / -R test sets with 1000-way labels.
@@ -196,15 +200,8 @@ def load_imagenet_shift(name: str, split: str, *, root: str | os.PathLike | None
     layout = f"  {rel}/\n    {pattern}"
     require(name, root, layout, folder)
     dirs = visible_dirs(folder)
-    if name == "imagenet_v2":
-        bad = [d.name for d in dirs if not d.name.isdigit() or int(d.name) >= 1000]
-        if bad:
-            raise ValueError(f"{name}: folder(s) {', '.join(bad[:10])} under {folder} are not class indices 0..999")
-        ys = [int(d.name) for d in dirs]
-    else:
-        ys = imagenet_indices([d.name for d in dirs], name)
     subset = None
-    if name in ("imagenet_a", "imagenet_r"):
+    if name in ("imagenet_a", "imagenet_r"):  # the published 200 synsets, checked before any other rule
         published = imagenet_subset_wnids(name)
         have = {d.name for d in dirs}
         missing = [w for w in published if w not in have]
@@ -212,12 +209,20 @@ def load_imagenet_shift(name: str, split: str, *, root: str | os.PathLike | None
         if missing or extra:
             parts = []
             if missing:
-                parts.append(f"missing {len(missing)} of the 200 published wnids: {', '.join(missing[:10])}"
-                             f"{' ...' if len(missing) > 10 else ''} (a partial download?)")
+                parts.append(f"missing {len(missing)} of the 200 published wnids: {_some(missing)} "
+                             "(a partial download?)")
             if extra:
-                parts.append(f"folders not in the published list: {', '.join(extra[:10])}")
-            raise ValueError(f"{name}: {folder} {'; '.join(parts)}")
+                parts.append(f"{len(extra)} folder(s) not recognised (not among the 200 published wnids): "
+                             f"{_some(extra)}")
+            raise ValueError(f"{name}: {folder}: {'; '.join(parts)}")
         subset = torch.tensor(imagenet_indices(published, name))
+    if name == "imagenet_v2":
+        bad = [d.name for d in dirs if not d.name.isdigit() or int(d.name) >= 1000]
+        if bad:
+            raise ValueError(f"{name}: folder(s) {', '.join(bad[:10])} under {folder} are not class indices 0..999")
+        ys = [int(d.name) for d in dirs]
+    else:
+        ys = imagenet_indices([d.name for d in dirs], name)
     paths, labels = [], []
     for d, y in zip(dirs, ys):
         files = list_images(d)

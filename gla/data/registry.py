@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import did_you_mean
 from ..plugins import ensure_plugins
 from .images import LabelledImages
 
@@ -139,7 +140,8 @@ def dataset_entry(name: str) -> DatasetEntry:
     """The registry entry of ``name``; an unknown name is an error listing the known ones."""
     _ensure_loaded()
     if name not in _REGISTRY:
-        raise ValueError(f"name: unknown dataset '{name}'; known: {', '.join(_REGISTRY)}")
+        raise ValueError(f"name: unknown dataset '{name}'{did_you_mean(str(name), _REGISTRY)}; known: "
+                         f"{', '.join(_REGISTRY)}")
     return _REGISTRY[name]
 
 

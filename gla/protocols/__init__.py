@@ -9,6 +9,7 @@ seed, that :func:`save_results` writes as CSV and JSON.
 from ..apply import load_prior_file
 from .analysis import (
     compare_protocols,
+    comparison_few_shot_dataset,
     finetune_to_cache,
     run_estimation_ablation,
     run_protocol_comparison,
@@ -33,7 +34,7 @@ from .results import (
 )
 
 __all__ = [
-    "compare_protocols",
+    "compare_protocols", "comparison_few_shot_dataset",
     "COLUMNS", "DEFAULT_ALPHAS", "METHOD_LABELS", "PAPER_PROMPTS", "EvalOutputs", "ManyShotOutputs", "ManyShotResult",
     "Method", "Outputs", "PriorFit", "PromptRecipe", "ProtocolSettings", "RunConfig", "TestSplitUsedError",
     "ZeroShotOutputs", "choose_alpha", "finetune_to_cache", "fit_prior", "fit_temperature", "load_prior_file",

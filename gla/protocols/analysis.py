@@ -156,6 +156,15 @@ def compare_protocols(paper: pd.DataFrame, exact: pd.DataFrame, *,
     return both
 
 
+def comparison_few_shot_dataset(few_shot_dataset: str | None, dataset: str, prompts) -> str | None:
+    """The few-shot task :func:`run_protocol_comparison` compares: ``few_shot_dataset``,
+    or for ``"default"`` the many-shot ``dataset`` when ``prompts`` (a
+    :class:`gla.protocols.PromptRecipe`) trains on cached image features, else None."""
+    if few_shot_dataset == "default":
+        return dataset if prompts.trainer == "features" else None
+    return few_shot_dataset
+
+
 def run_protocol_comparison(backbone: str, pretrained: str | None, dataset: str, *, recipe: FinetuneConfig,
                             settings: ProtocolSettings = ProtocolSettings(), config: RunConfig = RunConfig(),
                             few_shot_dataset: str | None = None, shots: Sequence[int] = (1, 16),
@@ -163,6 +172,13 @@ def run_protocol_comparison(backbone: str, pretrained: str | None, dataset: str,
     """The many-shot table of ``dataset`` (and, when given, the few-shot rows of
     ``few_shot_dataset``) computed under both protocols on the same models
     (:func:`compare_protocols`).
+
+    ``few_shot_dataset="default"`` compares the few-shot rows of ``dataset`` when prompt
+    learning runs on cached image features (``prompts.trainer == "features"``: the world's
+    recipe, or the ``exact`` protocol's), and none when it runs through the image encoder
+    at every step (GLA's recipe for an open_clip backbone under ``paper``, minutes to hours
+    per run; the few-shot chapter has those numbers); see
+    :func:`comparison_few_shot_dataset`. None compares none.
 
     Both runs estimate the prior (a ``prior_file`` in ``settings`` is left out: with a
     given prior both protocols would use it and show no difference), and both use the same
@@ -181,6 +197,7 @@ def run_protocol_comparison(backbone: str, pretrained: str | None, dataset: str,
     from .few_shot import PromptRecipe, run_few_shot
     from .many_shot import run_many_shot
 
+    few_shot_dataset = comparison_few_shot_dataset(few_shot_dataset, dataset, prompts or PromptRecipe())
     base = replace(settings, prior_file=None)
     many = {p: run_many_shot(backbone, pretrained, dataset, recipe=recipe, alphas=alphas,
                              settings=replace(base, protocol=p), config=config).table for p in ("paper", "exact")}

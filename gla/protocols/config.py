@@ -114,9 +114,13 @@ class RunConfig:
         in-memory tensors).
     quick_gelu : bool, optional
         For a local checkpoint file: whether the weights were trained with QuickGELU
-        (OpenAI's); None: detected (see :func:`gla.backbones.load_backbone`).
+        (OpenAI's) or GELU (LAION's, DataComp's); None: detected where the file or the name
+        tells (see :func:`gla.backbones.resolve_model_name`). Every backbone loaded with
+        this config gets it: a table of several backbones gives each its own config
+        (:meth:`gla.notebook.Context.runs`).
     progress : bool
-        Progress bars and messages (which checkpoint is reused, why a model trains).
+        Progress bars and messages (which checkpoint is reused, why a model trains); under
+        ``torchrun`` only the process of rank 0 prints messages.
     dataset_options : mapping
         Options passed to the datasets that declare them (the world's ``world`` and
         ``scale``; a reader's ``image_root``); other datasets never see them.
@@ -137,10 +141,13 @@ class RunConfig:
             raise ValueError(f"precision: expected 'fp32', 'bf16', 'fp16' or None, got {self.precision!r}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"num_workers: expected a non-negative number, got {self.num_workers}")
+        if self.quick_gelu is not None and not isinstance(self.quick_gelu, bool):
+            raise ValueError(f"quick_gelu: expected True, False or None (detected), got {self.quick_gelu!r}")
 
     def log(self, message: str) -> None:
-        """Tell the user something about the run (stderr), when ``progress``."""
-        if self.progress:
+        """Tell the user something about the run (stderr), when ``progress``, from one
+        process only (rank 0, under ``torchrun``)."""
+        if self.progress and int(os.environ.get("RANK", "0")) == 0:
             _log_stderr(message)
 
     def load(self, name: str, split: str, *, transform=None):

@@ -47,7 +47,7 @@ def register() -> None:
     from .book import prepare
     from .cli import add_world_parser
 
-    register_backbone_provider(WORLD_PREFIX, load_world_backbone, prepare)
+    register_backbone_provider(WORLD_PREFIX, load_world_backbone, prepare, default_pretrained="world")
     register_command(add_world_parser)
     for name, spec in TASKS.items():
         register_dataset(DatasetEntry(name, task_loader(name), spec.splits, "world", spec.role, spec.description,

@@ -1,0 +1,168 @@
+"""Checks of names and paths before anything runs, shared by the command line
+(:mod:`gla.cli`) and the book runner (:func:`gla.book.check_parameters`).
+
+Each check raises :class:`gla.errors.UsageError` with one message that names what is wrong
+(the argument, the file, the dataset) and what was expected; nothing is computed, no model
+is loaded and no kernel started. Dataset checks read each split's file listing, as the
+loaders do, so a layout mistake is found here rather than after a fine-tune.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from .errors import UsageError, did_you_mean
+
+
+@contextlib.contextmanager
+def usage_errors() -> Iterator[None]:
+    """Turn the library's input errors (``ValueError``, ``FileNotFoundError``,
+    ``KeyError``) into :class:`UsageError` (exit status 2 on the command line)."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        raise UsageError(error_message(exc)) from exc
+
+
+def error_message(exc: BaseException) -> str:
+    """The one line a user reads for an error: a ``KeyError``'s text without quotes, a
+    DataLoader worker's own last line, or the message."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    text = str(exc) or type(exc).__name__
+    if "Original Traceback" in text:  # raised in a DataLoader worker: the worker's last line is the error
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        return lines[-1]
+    return text
+
+
+def check_backbone(name: str, pretrained: str | None, quick_gelu: bool | None = None, *, what: str = "") -> str:
+    """Check a backbone before it is loaded; returns the model name that will be built.
+
+    ``name`` must be a model open_clip (or a registered provider, such as the world's)
+    knows; ``pretrained`` a known tag of it, an existing checkpoint file, or what the
+    provider takes (its default, e.g. ``"world"``, or a file). For a checkpoint file the
+    activation is resolved (:func:`gla.backbones.resolve_model_name`: a state dict whose
+    activation is not said is refused, naming the option that says it). For a tag whose
+    weights must come from the local cache (``HF_HUB_OFFLINE`` set, or the hub unreachable)
+    the cache must hold them (:func:`gla.backbones.check_weights_reachable`).
+
+    Parameters
+    ----------
+    name, pretrained : str
+        The model and its weights.
+    quick_gelu : bool, optional
+        Whether the weights were trained with QuickGELU (None: detected).
+    what : str
+        Prefix of the message (e.g. a chapter's name); empty for the command line.
+
+    Raises
+    ------
+    UsageError
+        With one message naming what is wrong.
+    """
+    import open_clip
+
+    from .backbones import (
+        backbone_provider,
+        check_weights_reachable,
+        is_checkpoint_path,
+        register_model_configs,
+        resolve_model_name,
+    )
+
+    prefix = f"{what}: " if what else ""
+    register_model_configs()
+    models = open_clip.list_models()
+    pretrained = "" if pretrained is None else str(pretrained)
+    provider = backbone_provider(name)
+    if provider is None and name not in models and f"{name}-quickgelu" not in models:
+        providers = ", ".join(n for n in models if backbone_provider(n) is not None)
+        raise UsageError(f"{prefix}backbone: unknown model '{name}'{did_you_mean(name, models)}; the known names are "
+                         f"open_clip.list_models()" + (f" and the plug-ins' ({providers})" if providers else ""))
+    if is_checkpoint_path(pretrained):
+        if not Path(pretrained).expanduser().is_file():
+            raise UsageError(f"{prefix}pretrained: no checkpoint file at {pretrained}")
+    elif provider is not None and pretrained not in ("", provider.default_pretrained):
+        expected = f"'{provider.default_pretrained}' or a checkpoint file" if provider.default_pretrained else \
+            "a checkpoint file"
+        raise UsageError(f"{prefix}pretrained: expected {expected} for {name}, got '{pretrained}'")
+    if provider is not None and quick_gelu is not None:
+        raise UsageError(f"{prefix}quick_gelu: the activation of an open_clip checkpoint file; {name} is not an "
+                         "open_clip model: leave the option out")
+    try:
+        resolved = resolve_model_name(name, pretrained, quick_gelu)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(f"{prefix}{exc}") from exc
+    if provider is not None or not pretrained or is_checkpoint_path(pretrained):
+        return resolved
+    tags = {t for m in {resolved, name} for t in open_clip.list_pretrained_tags_by_model(m)}
+    if pretrained not in tags:
+        raise UsageError(f"{prefix}pretrained: '{pretrained}' is not a pretrained tag of {resolved} "
+                         f"(known: {', '.join(sorted(tags)) or 'none'}) nor a checkpoint file")
+    try:
+        check_weights_reachable(resolved, pretrained)
+    except RuntimeError as exc:
+        raise UsageError(f"{prefix}{exc}") from exc
+    return resolved
+
+
+def check_datasets(names: Sequence[str], splits: Sequence[str] | None, data_root: str | None, what: str = "datasets",
+                   checked: set | None = None) -> None:
+    """Check dataset names and, for real datasets, their files under the data root.
+
+    Every name must be registered (a near miss, in any case, is suggested) with the
+    needed ``splits`` (None: every split it has); every split of a real dataset is
+    loaded once, which reads its file listing (world tasks need no data root).
+    ``checked`` (a set shared by several calls) skips (name, split, root) triples
+    already checked.
+
+    Raises
+    ------
+    UsageError
+        Naming the dataset, the option or parameter (``what``) and what was expected.
+    """
+    from .data import dataset_entry, list_datasets, load_dataset
+
+    known = list_datasets()
+    for n in names:
+        if not isinstance(n, str) or n not in known:
+            raise UsageError(f"{what}: unknown dataset {n!r}{did_you_mean(str(n), known)}; 'gla datasets' lists the "
+                             f"{len(known)} known names")
+        missing = [s for s in splits or () if s not in dataset_entry(n).splits]
+        if missing:
+            raise UsageError(f"{what}: dataset '{n}' has the splits {', '.join(dataset_entry(n).splits)}; this "
+                             f"needs {', '.join(splits)}")
+    real = [n for n in names if dataset_entry(n).kind == "real"]
+    if not real:
+        return
+    root = data_root or os.environ.get("GLA_DATA_ROOT")
+    if not root:
+        raise UsageError(f"{what}: {', '.join(real)} are read from disk: pass --data-root or set GLA_DATA_ROOT "
+                         "('gla datasets' shows the expected layouts)")
+    if not Path(root).is_dir():
+        raise UsageError(f"{what}: data root: no folder at {root}")
+    checked = set() if checked is None else checked
+    for n in real:
+        for s in splits or dataset_entry(n).splits:
+            if (n, s, str(root)) in checked:
+                continue
+            try:
+                load_dataset(n, s, root=root)
+            except (ValueError, FileNotFoundError, KeyError) as exc:
+                raise UsageError(f"{what}: {error_message(exc)}") from exc
+            checked.add((n, s, str(root)))
+
+
+def check_files(paths: Iterable[tuple[str, str | None]], what: str = "") -> None:
+    """Raise :class:`UsageError` for the first ``(parameter, path)`` whose file is missing
+    (None or empty paths are skipped)."""
+    prefix = f"{what}: " if what else ""
+    for key, p in paths:
+        if p and not Path(str(p)).expanduser().is_file():
+            raise UsageError(f"{prefix}{key}: no file at {p}")
