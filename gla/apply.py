@@ -36,19 +36,25 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import torch
 
 from . import metrics
 from .adjust import debias, ensemble_logits, gla_logits, log_prior_from_counts, logit_adjust
+from .cache import atomic_write_text
 from .errors import UsageError
+from .prior_file import PriorFile, load_prior_file
+from .protocols.common import THRESHOLD_FINE_TUNED, THRESHOLD_ZERO_SHOT, Outputs, fit_prior, fit_temperature
+from .protocols.config import PROTOCOLS as PROCEDURES
+from .protocols.config import ProtocolSettings
+from .protocols.results import PriorFit
 
-if TYPE_CHECKING:
-    from .protocols.config import ProtocolSettings
+__all__ = ["EXPERIMENTS", "PriorFile", "apply_protocol", "load_prior_file", "load_tensor", "protocol_settings",
+           "save_table"]
 
 EXPERIMENTS = ("many-shot", "few-shot", "long-tail")
 _KEYS = {"logits": ("logits", "zs_logits", "ft_logits", "scores"), "labels": ("labels", "targets", "y"),
@@ -67,8 +73,6 @@ def load_tensor(path: str | os.PathLike, what: str = "logits") -> torch.Tensor:
         raise UsageError(f"{what}: no file at {p}")
     try:
         if p.suffix in (".npy", ".npz"):
-            import numpy as np
-
             arr = np.load(p, allow_pickle=False)
             if p.suffix == ".npz":
                 arr = _pick(dict(arr), what, p)
@@ -96,64 +100,6 @@ def _pick(d: Mapping, what: str, p: Path):
     if len(tensors) == 1:
         return tensors[0]
     raise UsageError(f"{what}: {p} holds {sorted(map(str, d))}; expected a key '{what}' or a single tensor")
-
-
-@dataclass
-class PriorFile:
-    """A prior read from a file: the normalised log prior and the file's original sum."""
-
-    log_prior: torch.Tensor
-    original_sum: float
-    path: str
-
-
-def load_prior_file(path: str | os.PathLike) -> PriorFile:
-    """Read a prior ``q`` and normalise it to sum to 1.
-
-    Parameters
-    ----------
-    path : path
-        A torch file with a dict holding ``"q"`` (the official GLA ``q.pt``, read with
-        ``weights_only=True``) or a plain 1-D tensor; a ``.npy`` vector; or the JSON written
-        by ``gla estimate`` (its ``log_prior``).
-
-    Returns
-    -------
-    PriorFile
-        ``log_prior`` (K,) float64 with ``logsumexp == 0``; ``original_sum`` is the sum of
-        the values as stored (about 0.804 for the official ``q.pt``: its constraint is met
-        only approximately).
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"prior file: no file at {p}")
-    if p.suffix == ".json":
-        try:
-            data = json.loads(p.read_text())
-            q = torch.tensor(data["log_prior"], dtype=torch.float64).exp()
-        except Exception as exc:
-            raise UsageError(f"prior file: expected {p} to be the JSON of 'gla estimate' with a 'log_prior' list "
-                             f"({exc})") from exc
-    else:
-        try:
-            obj = (torch.as_tensor(__import__("numpy").load(p, allow_pickle=False)) if p.suffix == ".npy"
-                   else torch.load(p, map_location="cpu", weights_only=True))
-        except Exception as exc:
-            raise UsageError(f"prior file: could not read {p} ({exc})") from exc
-        if isinstance(obj, Mapping):
-            if "q" not in obj:
-                raise UsageError(f"prior file: {p} holds keys {sorted(map(str, obj))}; expected 'q' or a plain tensor")
-            obj = obj["q"]
-        if not isinstance(obj, torch.Tensor):
-            raise UsageError(f"prior file: expected a tensor of class probabilities in {p}, got {type(obj).__name__}")
-        q = obj.detach().to(torch.float64).flatten() if obj.ndim == 2 and 1 in obj.shape else obj.to(torch.float64)
-    if q.ndim != 1 or q.numel() < 2:
-        raise UsageError(f"prior file: expected a 1-D vector of class probabilities in {p}, got shape {tuple(q.shape)}")
-    if not torch.isfinite(q).all() or (q <= 0).any():
-        raise UsageError(f"prior file: expected positive finite probabilities in {p} "
-                         f"({int((q <= 0).sum())} entries are zero or negative)")
-    total = float(q.sum())
-    return PriorFile((q / total).log(), total, str(p))
 
 
 def _check(named: Mapping[str, tuple[torch.Tensor | None, str]], n_classes: int | None = None) -> int:
@@ -272,11 +218,6 @@ def apply_protocol(which: str, zs: torch.Tensor, ft: torch.Tensor, labels: torch
         For an unknown experiment or protocol, inputs whose shapes disagree, or missing
         inputs (no prior and no validation split; long-tail without training counts).
     """
-    from dataclasses import replace
-
-    from .protocols.common import THRESHOLD_FINE_TUNED, THRESHOLD_ZERO_SHOT, Outputs, fit_prior
-    from .protocols.results import PriorFit
-
     if which not in EXPERIMENTS:
         raise UsageError(f"experiment: expected one of {', '.join(EXPERIMENTS)}, got {which!r}")
     settings = protocol_settings(protocol)
@@ -370,9 +311,6 @@ def protocol_settings(protocol: ProtocolSettings | str) -> ProtocolSettings:
     gla.errors.UsageError
         For a name other than ``"paper"`` or ``"exact"``.
     """
-    from .protocols.config import PROTOCOLS as PROCEDURES
-    from .protocols.config import ProtocolSettings
-
     if isinstance(protocol, ProtocolSettings):
         return protocol
     if protocol not in PROCEDURES:
@@ -383,8 +321,6 @@ def protocol_settings(protocol: ProtocolSettings | str) -> ProtocolSettings:
 def _search(logits, labels, arg: str, src: Mapping[str, str], settings: ProtocolSettings, threshold: float):
     """The protocol's confidence-matches-accuracy search on a validation split (a
     :class:`gla.temperature.TemperatureFit`; T = 1 and not converged for an unreachable target)."""
-    from .protocols.common import Outputs, fit_temperature
-
     try:
         return fit_temperature(Outputs(logits, labels.long(), "val"), settings, threshold=threshold)
     except ValueError as exc:
@@ -398,8 +334,6 @@ def save_table(df: pd.DataFrame, out_dir: str | os.PathLike, stem: str) -> tuple
     keeps 10 decimals by default and writes a value such as ``3e-12`` as 0); NaN becomes
     ``null``.
     """
-    from .cache import atomic_write_text
-
     out = Path(out_dir)
     csv = atomic_write_text(out / f"{stem}.csv", df.to_csv(index=False))
     js = atomic_write_text(out / f"{stem}.json", json.dumps(table_records(df), indent=1, allow_nan=False))

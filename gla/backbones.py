@@ -10,6 +10,9 @@ Local checkpoint files: OpenAI's released files are TorchScript archives and the
 use QuickGELU; :func:`checkpoint_format` tells them from plain state dicts, and
 :func:`load_backbone` picks the ``-quickgelu`` model for them (``quick_gelu`` decides for
 state dicts, whose origin cannot be read from the file).
+
+open_clip is imported inside the functions that use it: it takes about a second to import
+(with torchvision), and ``import gla``, ``gla --help`` and the world's backbone need neither.
 """
 
 from __future__ import annotations
@@ -183,7 +186,7 @@ def list_pretrained(name: str | None = None) -> list[tuple[str, str]]:
     return [p for p in pairs if name is None or p[0] == name]
 
 
-def _explain_missing_weights(name: str, pretrained: str, exc: Exception) -> RuntimeError:
+def explain_missing_weights(name: str, pretrained: str, exc: Exception) -> RuntimeError:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     return RuntimeError(
         f"Could not load weights for model '{name}' with pretrained='{pretrained}': {exc}\n"
@@ -272,7 +275,7 @@ def load_backbone(name: str, pretrained: str | os.PathLike | None = None, *, dev
         if is_path and (not isinstance(exc, RuntimeError) or _is_shape_error(exc)):
             raise _wrong_architecture(name, pretrained, exc) from exc
         if isinstance(exc, RuntimeError):
-            raise _explain_missing_weights(name, pretrained, exc) from exc
+            raise explain_missing_weights(name, pretrained, exc) from exc
         raise
     model.eval()
     return Backbone(model, preprocess, open_clip.get_tokenizer(name), name, pretrained, device, {})

@@ -29,7 +29,6 @@ with Jupyter Book.
 
 from __future__ import annotations
 
-import ast
 import os
 import shutil
 import subprocess
@@ -40,40 +39,22 @@ from typing import Any
 
 import yaml
 
+from .book_source import (
+    CHECKOUT_ROOT,
+    RESERVED,
+    declared_parameters,
+    find_source_dir,
+    notebook_parameters,
+    packaged_folder,
+)
 from .errors import RunError, UsageError
+from .pages import real_pages, serves_real_backbone
 
-CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
-RESERVED = ("notebooks", "lanes", "after_lanes")  # keys of a parameter file that are not notebook parameters
 # Parameters that name files or folders: relative values resolve against the parameter
 # file's folder (or the current folder for a mapping), never against the output folder.
 PATH_PARAMETERS = ("data_root", "cache_dir", "output_dir", "counts_file", "few_shot_csv", "prior_file",
                    "results_root")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
-
-
-def _packaged(folder: str) -> Path | None:
-    """``gla/<folder>`` shipped as package data (an installed wheel), if present."""
-    try:
-        from importlib.resources import files
-
-        p = Path(str(files("gla").joinpath(folder)))
-    except (ModuleNotFoundError, TypeError):  # pragma: no cover - namespace oddities
-        return None
-    return p if p.is_dir() else None
-
-
-def find_source_dir(name: str, checkout_root: str | os.PathLike | None = None) -> Path:
-    """Where the book's ``notebooks`` (or ``book`` pages) are: the checkout's folder when
-    it exists, else the copy installed as package data (``gla/_book/<name>``).
-
-    Raises :class:`gla.errors.UsageError` when neither exists.
-    """
-    root = Path(checkout_root) if checkout_root is not None else CHECKOUT_ROOT
-    for cand in (root / name, _packaged(f"_book/{name}")):
-        if cand is not None and cand.is_dir():
-            return cand
-    raise UsageError(f"no '{name}' folder: looked in the checkout ({root / name}) and in the installed package "
-                     f"(gla/_book/{name}); run from a checkout of the project or install it with its book files")
 
 
 def _default_notebooks_dir() -> Path:
@@ -133,36 +114,6 @@ def load_params(path: str | os.PathLike | None) -> dict[str, Any]:
     if not isinstance(data.get("notebooks") or {}, dict):
         raise UsageError(f"params: 'notebooks' in {p} must map notebook stems to their parameters")
     return resolve_paths(data, p.resolve().parent)
-
-
-def declared_parameters(notebook: str | os.PathLike) -> list[str]:
-    """Names assigned in the notebook's cell tagged ``parameters``."""
-    import nbformat
-
-    nb = nbformat.read(str(notebook), as_version=4)
-    for cell in nb.cells:
-        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            tree = ast.parse(cell.source)
-            names = []
-            for node in tree.body:
-                targets = node.targets if isinstance(node, ast.Assign) else (
-                    [node.target] if isinstance(node, ast.AnnAssign) else [])
-                names += [t.id for t in targets if isinstance(t, ast.Name)]
-            return names
-    raise ValueError(f"{notebook}: no code cell tagged 'parameters'")
-
-
-def notebook_parameters(stem: str, declared: Iterable[str], params: Mapping[str, Any]) -> dict[str, Any]:
-    """The parameters one notebook receives: shared ones it declares, then its overrides."""
-    declared = set(declared)
-    overrides = dict((params.get("notebooks") or {}).get(stem) or {})
-    unknown = sorted(set(overrides) - declared)
-    if unknown:
-        raise ValueError(f"params for notebook '{stem}': unknown parameter(s) {unknown}; "
-                         f"the notebook declares {sorted(declared)}")
-    shared = {k: v for k, v in params.items() if k not in RESERVED and k in declared}
-    shared.update(overrides)
-    return shared
 
 
 def list_notebooks(notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR) -> list[Path]:
@@ -306,7 +257,7 @@ def write_results_archive(out_dir: str | os.PathLike, name: str = ARCHIVE_NAME) 
     import io
     import zipfile
 
-    from .cache import _atomic
+    from .cache import atomic_write
 
     out = Path(out_dir)
     if not out.is_dir():
@@ -321,7 +272,7 @@ def write_results_archive(out_dir: str | os.PathLike, name: str = ARCHIVE_NAME) 
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             zf.writestr(info, p.read_bytes())
-    return _atomic(out / name, lambda fh: fh.write(buf.getvalue()))
+    return atomic_write(out / name, lambda fh: fh.write(buf.getvalue()))
 
 
 class NotebookFailures(RunError):
@@ -478,8 +429,6 @@ def _write_run_pages(params: Mapping[str, Any] | str | os.PathLike | None, gener
     """Replace the world's pages by the run's own when ``params`` name a real backbone."""
     if params is None:
         return
-    from .pages import real_pages, serves_real_backbone
-
     name = f"`{Path(params).name}`" if not isinstance(params, Mapping) else "its parameters"
     mapping = load_params(params) if not isinstance(params, Mapping) else params
     if not serves_real_backbone(mapping):
@@ -516,7 +465,7 @@ def build_book(generated: str | os.PathLike, out_dir: str | os.PathLike, *, book
     pages = Path(book_dir) if book_dir is not None else find_source_dir("book")
     cfg = Path(config) if config is not None else pages.parent / "_config.yml"
     if not cfg.is_file():
-        packaged = _packaged("_book")
+        packaged = packaged_folder("_book")
         cfg = packaged / "_config.yml" if packaged is not None else cfg
     if not cfg.is_file():
         raise UsageError(f"config: no Jupyter Book _config.yml at {cfg}")

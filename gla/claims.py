@@ -25,9 +25,12 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .errors import UsageError
 from .protocols.results import Method
+from .report import published
+from .version import __version__
 
 HOLDS = "holds"
 DOES_NOT_HOLD = "does not hold"
@@ -243,8 +246,6 @@ def list_claims() -> list[str]:
 def _published(filters: dict | None) -> tuple[str, str]:
     if not filters:
         return "", ""
-    from .report import published
-
     pub = published(**filters)
     if not len(pub):
         return "", ""
@@ -353,12 +354,8 @@ def environment(root: str | os.PathLike | None = None, device: str | None = None
         open_clip, numpy and pandas versions, the platform, the CPU model, the CPU count,
         torch's thread count, the device, and whether the lock file is present.
     """
-    import torch
-
     root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
     lock = root / "requirements" / "lock.txt"
-    from . import __version__
-
     items = [("python", platform.python_version()), ("gla", __version__), ("torch", _version("torch")),
              ("torchvision", _version("torchvision")), ("open_clip", _version("open_clip_torch")),
              ("numpy", _version("numpy")), ("pandas", _version("pandas")),

@@ -115,7 +115,7 @@ def _check_offline_weights(model: str, tag: str) -> None:
     Face hosted tag are not in the local cache (the files open_clip would load)."""
     import open_clip
 
-    from .backbones import _explain_missing_weights
+    from .backbones import explain_missing_weights
 
     hub = open_clip.get_pretrained_cfg(model, tag).get("hf_hub", "")
     if not hub:
@@ -136,7 +136,7 @@ def _check_offline_weights(model: str, tag: str) -> None:
         return
     if any(isinstance(try_to_load_from_cache(repo, f, cache_dir=cache), str) for f in candidates):
         return
-    raise UsageError(str(_explain_missing_weights(model, tag, FileNotFoundError(
+    raise UsageError(str(explain_missing_weights(model, tag, FileNotFoundError(
         f"{repo}/{candidates[-1]} is not in the Hugging Face cache ({cache or 'the default HF_HOME'})"))))
 
 

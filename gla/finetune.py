@@ -6,6 +6,9 @@ for tests. End-to-end fine-tuning saves a resumable state every epoch, so a stop
 continues where it stopped and ends with the weights of an uninterrupted one. End-to-end fine-tuning runs under
 ``torchrun`` (DDP) unchanged: when a process group is initialised the model is wrapped
 in ``DistributedDataParallel`` and the data is sharded with a ``DistributedSampler``.
+
+torchvision is imported inside the functions that build image transforms: it takes seconds
+to import, and ``import gla`` and the tensor-image world do not need it.
 """
 
 from __future__ import annotations
@@ -23,11 +26,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, RandomSampler, Sampler
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
 
 from .cache import atomic_save, safe_load
-from .loading import autocast, make_loader, resolve_precision
+from .loading import autocast, make_loader, resolve_num_workers, resolve_precision
 
 
 class ImageClassifier(nn.Module):
@@ -119,7 +126,7 @@ class _TensorRandomResizedCrop:
         self.scale, self.ratio = scale, ratio
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        from torchvision.transforms import RandomResizedCrop
+        from torchvision.transforms import RandomResizedCrop  # torchvision: see build_train_transform
         from torchvision.transforms import functional as F
 
         i, j, h, w = RandomResizedCrop.get_params(img, list(self.scale), list(self.ratio))
@@ -152,7 +159,7 @@ def build_train_transform(preprocess: Callable | None, kind: str = "wise-ft") ->
         for tensor images the crop is resized back to the image's own size, then
         ``preprocess`` runs unchanged.
     """
-    from torchvision import transforms as T
+    from torchvision import transforms as T  # seconds to import: only where an image transform is built
 
     if kind not in TRAIN_TRANSFORMS:
         raise ValueError(f"train_transform: expected one of {TRAIN_TRANSFORMS}, got {kind!r}")
@@ -248,8 +255,6 @@ def cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
 
 
 def _distributed() -> tuple[bool, int, int]:
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return True, dist.get_rank(), dist.get_world_size()
     return False, 0, 1
@@ -267,8 +272,6 @@ def distributed_from_env(device: str = "cpu") -> Iterator[str]:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         yield device
         return
-    import torch.distributed as dist
-
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.startswith("cuda"):
         torch.cuda.set_device(local_rank)
@@ -331,8 +334,6 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
     rank 0 writes files. Random augmentations are seeded per (seed, epoch, image), so the
     number of loader workers does not change the result.
     """
-    from tqdm import tqdm
-
     if cfg.loss not in ("ce", "la"):
         raise ValueError(f"loss: expected 'ce' or 'la', got {cfg.loss!r}")
     if cfg.loss == "la" and log_source_prior is None:
@@ -354,9 +355,6 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
     model = model.to(device)
     net: nn.Module = model
     if distributed:
-        from torch.nn.parallel import DistributedDataParallel
-        from torch.utils.data.distributed import DistributedSampler
-
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     g = torch.Generator().manual_seed(cfg.seed)
     base: Sampler = DistributedSampler(train, shuffle=True, seed=cfg.seed) if distributed else \
@@ -415,8 +413,6 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
             n_seen += len(labels)
             step += 1
         if distributed:  # the mean over all processes, so every rank keeps the same history
-            import torch.distributed as dist
-
             totals = torch.stack([running.double(), torch.tensor(float(n_seen), device=device, dtype=torch.float64)])
             dist.all_reduce(totals)
             running, n_seen = totals[0], int(totals[1])
@@ -432,8 +428,6 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
                              "scaler": scaler.state_dict(), "step": step, "epoch": epoch + 1,
                              "history": history, "rng": _rng_state(g)}, state_file)
             if distributed:
-                import torch.distributed as dist
-
                 dist.barrier()
     model.eval()
     if checkpoint is not None and rank == 0:
@@ -441,8 +435,6 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
         if state_file is not None:
             state_file.unlink(missing_ok=True)
     if distributed:
-        import torch.distributed as dist
-
         dist.barrier()  # every process sees the checkpoint before going on
     return model, history
 
@@ -455,8 +447,6 @@ def _plain(value):
 
 
 def _workers(num_workers: int | None, train: Dataset) -> int:
-    from .loading import resolve_num_workers
-
     return resolve_num_workers(num_workers, train)
 
 
@@ -469,8 +459,6 @@ def predict(model: nn.Module, data: Dataset, *, batch_size: int = 512, device: s
     ``num_workers`` and ``precision`` as in :func:`gla.loading.make_loader` and
     :func:`gla.loading.autocast` (None: automatic; fp32 on the CPU, fp16 on CUDA).
     """
-    from tqdm import tqdm
-
     device = torch.device(device)
     prec = resolve_precision(precision, device)
     model.eval().to(device)

@@ -17,14 +17,13 @@ from typing import Any
 
 import pandas as pd
 
+from .book_source import declared_parameters, find_source_dir, notebook_parameters
 from .report import published
 
 
 def book_chapters() -> list[str]:
     """The notebook chapters in the order of the book's table of contents (``book/_toc.yml``)."""
     import yaml
-
-    from .book import find_source_dir
 
     toc = yaml.safe_load((find_source_dir("book") / "_toc.yml").read_text())
     files = [c["file"] for part in toc.get("parts", []) for c in part.get("chapters", [])]
@@ -128,8 +127,6 @@ def published_beside_measured(results_dir: str | Path) -> pd.DataFrame:
 def _run_of_chapter(params: Mapping[str, Any], stem: str) -> dict[str, Any] | None:
     """The parameters a chapter receives from ``params`` (what ``gla book run`` passes it),
     or None when its notebook is not there."""
-    from .book import declared_parameters, find_source_dir, notebook_parameters
-
     path = find_source_dir("notebooks") / f"{stem}.ipynb"
     if not path.is_file():
         return None

@@ -28,6 +28,9 @@ score, by default accuracy; the few-shot protocol passes :func:`gla_val_selector
   constant-lr warm-up epoch, random resized crops and horizontal flips, fp16 autocast on
   CUDA; the frozen image encoder runs on every augmented batch, so it costs a forward
   pass of the image tower per image and epoch.
+
+open_clip and torchvision are imported inside the functions that use them (seconds to
+import; ``import gla`` needs neither).
 """
 
 from __future__ import annotations
@@ -39,8 +42,11 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import trange
 
 from ._validation import ArrayLike, check_labels, check_log_prior, check_logits
+from .adjust import gla_logits
 from .data.templates import format_prompts, prompt_classname
 from .temperature import fit_temperature
 
@@ -323,8 +329,6 @@ class GLAValSelector:
         self.last_details: dict[str, Any] = {}
 
     def __call__(self, pt_val_logits: torch.Tensor) -> float:
-        from .adjust import gla_logits
-
         pt = check_logits(pt_val_logits, "pt_val_logits").detach().to(torch.float64).cpu()
         if pt.shape != self.zs_val_logits.shape:
             raise ValueError(f"pt_val_logits: expected the shape of the zero-shot val logits "
@@ -479,8 +483,6 @@ def train_prompts(learner: _PromptBase, train_features: torch.Tensor, train_labe
         ``t_ft``). The last item summarises: ``best_epoch``, ``best_val_score``,
         ``best_val_accuracy``, ``score``.
     """
-    from tqdm import trange
-
     _check_learner(learner)
     _check_epochs(epochs)
     dev = learner.tokens.device
@@ -685,9 +687,6 @@ def train_prompts_end_to_end(learner: _PromptBase, backbone, train_dataset, val_
     history : list of dict
         As :func:`train_prompts`; the summary also holds ``recipe`` (the settings).
     """
-    from torch.utils.data import DataLoader
-    from tqdm import trange
-
     _check_learner(learner)
     _check_epochs(epochs)
     if learner.clip is not backbone.model:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .metrics import per_class_accuracy
 from .protocols.results import Method, method_label
 
 PUBLISHED_FILE = Path(__file__).resolve().parent / "data" / "published.json"
@@ -513,8 +514,6 @@ def planted_prior_figure(study: pd.DataFrame, recovered: torch.Tensor, planted: 
 def per_class_table(outputs, methods: Sequence[str], *, true_log_prior: torch.Tensor | None = None) -> pd.DataFrame:
     """Per-class accuracy on the test split of :class:`gla.protocols.ManyShotOutputs`, with
     the estimated (and, when known, the true) log prior of each class."""
-    from .metrics import per_class_accuracy
-
     test = outputs.test
     table = pd.DataFrame({"class": outputs.classnames, "estimated_log_prior": outputs.log_prior.numpy()})
     for m in methods:

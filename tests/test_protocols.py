@@ -28,7 +28,7 @@ def world_config(tmp_path, scale):
 def spy(monkeypatch):
     """Record every split a choice is made on, and every prior/temperature fit."""
     seen = {"choices": [], "fits": 0, "temps": 0}
-    orig_choose, orig_make, orig_temp = common._choose_on, common.make_estimator, common._fit_temperature
+    orig_choose, orig_make, orig_temp = common.choose_on, common.make_estimator, common._fit_temperature
 
     def choose(split, what):
         seen["choices"].append((split, what))
@@ -42,11 +42,11 @@ def spy(monkeypatch):
         seen["temps"] += 1
         return orig_temp(logits, labels, **kw)
 
-    monkeypatch.setattr(common, "_choose_on", choose)
+    monkeypatch.setattr(common, "choose_on", choose)
     monkeypatch.setattr(common, "make_estimator", make)
     monkeypatch.setattr(common, "_fit_temperature", temp)
     for mod in ("gla.protocols.few_shot",):
-        monkeypatch.setattr(f"{mod}._choose_on", choose)
+        monkeypatch.setattr(f"{mod}.choose_on", choose)
     return seen
 
 

@@ -6,7 +6,7 @@ tidy table (:mod:`gla.protocols.results`), one row per method x dataset x split 
 seed, that :func:`save_results` writes as CSV and JSON.
 """
 
-from ..apply import load_prior_file
+from ..prior_file import load_prior_file
 from .analysis import (
     compare_protocols,
     finetune_to_cache,

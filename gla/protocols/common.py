@@ -3,7 +3,7 @@ fits under the protocol's settings, and the zero-shot and fine-tuned models of a
 with their caches.
 
 Rule: the test split is never used to estimate the prior, choose a temperature, choose
-alpha or choose an epoch. Every such choice goes through :func:`_choose_on`, which raises
+alpha or choose an epoch. Every such choice goes through :func:`choose_on`, which raises
 if it is handed test data, and the test suite checks each protocol for it.
 """
 
@@ -18,16 +18,19 @@ from typing import Any
 
 import torch
 
-from .. import __version__, metrics
+from .. import metrics
 from ..adjust import log_prior_from_counts
-from ..apply import load_prior_file
 from ..cache import atomic_save, cache_key, safe_load
+from ..data import zero_shot_templates
 from ..estimators import make_estimator
 from ..features import backbone_identity, cached_features, dataset_identity
 from ..finetune import FinetuneConfig, ImageClassifier, finetune, predict
 from ..loading import resolve_precision
+from ..pickles import load_module_state_dict, split_image_classifier_state
+from ..prior_file import load_prior_file
 from ..temperature import TemperatureFit
 from ..temperature import fit_temperature as _fit_temperature
+from ..version import __version__
 from ..zeroshot import zero_shot_head, zero_shot_logits
 from .config import ProtocolSettings, RunConfig
 from .results import PriorFit
@@ -52,7 +55,8 @@ class TestSplitUsedError(RuntimeError):
     """Raised when a choice (prior, temperature, alpha, epoch) is handed test data."""
 
 
-def _choose_on(split: str, what: str) -> None:
+def choose_on(split: str, what: str) -> None:
+    """Say that ``what`` is chosen on ``split``; raises :class:`TestSplitUsedError` for a test split."""
     if split == "test" or split.startswith("test"):
         raise TestSplitUsedError(f"{what} must be chosen on training or validation data, not on '{split}'")
 
@@ -62,7 +66,7 @@ def fit_prior(zs: Outputs, settings: ProtocolSettings = ProtocolSettings(), *, t
     """The zero-shot prior under ``settings``: read from ``settings.prior_file``, or
     estimated on non-test outputs divided by ``temperature`` with the protocol's estimator
     (``official``: the official 1000-step solver; ``exact``: the exact optimum)."""
-    _choose_on(zs.split, "the prior")
+    choose_on(zs.split, "the prior")
     if settings.prior_file:
         given = load_prior_file(settings.prior_file)
         if given.log_prior.numel() != zs.logits.shape[1]:
@@ -90,7 +94,7 @@ def fit_temperature(out: Outputs, settings: ProtocolSettings = ProtocolSettings(
     Never raises for a target no temperature can meet (accuracy 1, or at chance): the
     result says ``converged=False`` and carries T = 1; the rows record it.
     """
-    _choose_on(out.split, "a temperature")
+    choose_on(out.split, "a temperature")
     return _fit_temperature(out.logits, out.labels, method=settings.temperature_method, thres=threshold,
                             fallback=1.0)
 
@@ -99,7 +103,7 @@ def choose_alpha(candidates: dict[float, Outputs]) -> float:
     """The WiSE-FT mixing weight with the best accuracy on non-test outputs."""
     best, best_acc = None, -1.0
     for a, out in candidates.items():
-        _choose_on(out.split, "alpha")
+        choose_on(out.split, "alpha")
         acc = metrics.topk_accuracy(out.logits, out.labels)
         if acc > best_acc:
             best, best_acc = a, acc
@@ -132,8 +136,6 @@ def recipe_json(recipe: FinetuneConfig, config: RunConfig) -> str:
 
 def templates_of(data, style: str) -> list[str]:
     """Zero-shot templates of a dataset in the chosen style (the GLA code's or CoOp's)."""
-    from ..data import zero_shot_templates
-
     return zero_shot_templates(data.name, style=style)
 
 
@@ -142,7 +144,7 @@ class Models:
 
     def __init__(self, bb, train, templates: list[str], config: RunConfig):
         self.bb, self.config = bb, config
-        self.head = _head(bb, train.classnames, templates, config)
+        self.head = cached_head(bb, train.classnames, templates, config)
         self.zero_shot = ImageClassifier(copy.deepcopy(bb.model), self.head, bb.logit_scale)
 
     @property
@@ -204,8 +206,6 @@ def classifier_state(path: str | os.PathLike, model: ImageClassifier) -> dict[st
     file: this project's checkpoint (``{"state_dict": ...}``), a plain state dict, or a
     WiSE-FT checkpoint (``image_encoder.model.visual.*`` and ``classification_head.*``; WiSE-FT's
     head acts on normalised features with CLIP's scale folded in, as this project's does)."""
-    from ..pickles import load_module_state_dict, split_image_classifier_state
-
     if not Path(path).is_file():
         raise FileNotFoundError(f"finetuned: no fine-tuned model file at {path}")
     state = load_module_state_dict(path)
@@ -233,8 +233,8 @@ def features(bb, data, config: RunConfig) -> torch.Tensor:
                            num_workers=config.num_workers, precision=config.precision)
 
 
-def _head(bb, classnames, templates, config: RunConfig) -> torch.Tensor:
-    """The zero-shot head, from the cache."""
+def cached_head(bb, classnames, templates, config: RunConfig) -> torch.Tensor:
+    """The zero-shot head of ``classnames`` under ``templates``, from the run's cache."""
     return zero_shot_head(bb, classnames, templates, cache_dir=config.cache_dir, precision=config.precision)
 
 

@@ -20,9 +20,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from ..backbones import load_backbone
+from ..data import dataset_entry, load_dataset
 
 PROTOCOLS = ("paper", "exact")
 TEMPLATE_STYLES = ("gla", "coop")
@@ -145,21 +148,15 @@ class RunConfig:
 
     def load(self, name: str, split: str, *, transform=None):
         """One split of a registered dataset, with the options it declares."""
-        from ..data import dataset_entry, load_dataset
-
         entry = dataset_entry(name)
         options = {k: v for k, v in self.dataset_options.items() if k in entry.options}
         return load_dataset(name, split, root=self.data_root, transform=transform, **options)
 
     def backbone(self, name: str, pretrained: str | None):
         """The backbone, on this run's device."""
-        from ..backbones import load_backbone
-
         return load_backbone(name, pretrained, device=self.device, quick_gelu=self.quick_gelu)
 
     def recipe(self, recipe):
         """A fine-tuning recipe with this run's precision (unless it sets its own) and workers."""
-        from dataclasses import replace
-
         return replace(recipe, precision=recipe.precision or self.precision,
                        num_workers=self.num_workers if recipe.num_workers is None else recipe.num_workers)

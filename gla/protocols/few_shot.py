@@ -4,22 +4,34 @@ ensemble with the zero-shot model, and GLA ``f_pt / T_ft + f_zs / T_zs - log q``
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
 from ..adjust import gla_logits
-from ..data import few_shot_indices, project_labels, project_logits, prompt_tuning_template, sample_few_shot
+from ..data import (
+    LabelledImages,
+    dataset_entry,
+    few_shot_indices,
+    project_labels,
+    project_logits,
+    prompt_tuning_template,
+    sample_few_shot,
+)
+from ..features import dataset_identity
 from ..finetune import linear_probe
+from ..pickles import cached_few_shot_split, preprocessed_train_order
 from ..prompt_learning import CoOp, PromptResiduals, gla_val_selector, train_prompts, train_prompts_end_to_end
 from ..zeroshot import zero_shot_logits
 from .common import (
     THRESHOLD_FINE_TUNED,
     THRESHOLD_ZERO_SHOT,
     Outputs,
-    _choose_on,
-    _head,
+    cached_head,
+    choose_on,
     features,
     fit_prior,
     fit_temperature,
@@ -118,8 +130,6 @@ def run_few_shot(backbone: str, pretrained: str | None, datasets: Sequence[str],
 
 
 def _one_dataset(bb, backbone, pretrained, name, shots, seeds, settings, prompts, shifted, eval_shots, config):
-    from ..data import dataset_entry
-
     entry = dataset_entry(name)
     pool_split = "train_full" if "train_full" in entry.splits else "train"  # GLA draws ImageNet from all of train
     full = {"train": config.load(name, pool_split), "val": config.load(name, "val"), "test": config.load(name, "test")}
@@ -132,7 +142,7 @@ def _one_dataset(bb, backbone, pretrained, name, shots, seeds, settings, prompts
     pool_feats = features(bb, pool, config)
     feats_test = features(bb, full["test"], config)
     classnames = full["train"].classnames
-    head = _head(bb, classnames, templates_of(full["train"], settings.templates), config)
+    head = cached_head(bb, classnames, templates_of(full["train"], settings.templates), config)
     template = prompt_tuning_template(name)
     zs_test = zero_shot_logits(feats_test, head, bb.logit_scale)
     y_test = full["test"].labels
@@ -164,7 +174,7 @@ def _one_dataset(bb, backbone, pretrained, name, shots, seeds, settings, prompts
                                     val_labels=va.labels, seed=seed)
             with torch.no_grad():
                 rows.append(score(base, Method.LINEAR_PROBE, "test", probe(feats_test), y_test))
-            _choose_on("val", "the prompt-tuning epoch")
+            choose_on("val", "the prompt-tuning epoch")
             select = (gla_val_selector(zs_val, va.labels, prior.log_prior, t_zs.temperature,
                                        temperature_method=settings.temperature_method)
                       if prompts.select == "gla" else None)
@@ -214,8 +224,6 @@ class _Items:
 
 def _indexed(data, offset: int):
     """The same labels with each item replaced by its global index (for sampling by index)."""
-    from ..data import LabelledImages
-
     return LabelledImages(torch.arange(len(data)) + offset, data.labels, data.classnames, data.templates,
                           name=data.name, split=data.split)
 
@@ -247,12 +255,6 @@ def _cached_split(full):
     (:func:`_preprocessed_imagenet_draw`). Without either file the hook gives ``None`` and
     the sampler draws on our (sorted) order.
     """
-    import os
-    from pathlib import Path
-
-    from ..data import dataset_entry
-    from ..pickles import cached_few_shot_split
-
     def lookup(*, name, train, val, shots, seed, root):
         paths_tr, paths_va = full["train"].images, full["val"].images
         if isinstance(paths_tr, torch.Tensor) or not len(paths_tr):
@@ -321,11 +323,6 @@ def _preprocessed_imagenet_draw(name, train, shots, seed, root, candidates):
         The pickle lists other images than ``train`` or other labels (see
         :func:`gla.pickles.match_listing`).
     """
-    from pathlib import Path
-
-    from ..features import dataset_identity
-    from ..pickles import preprocessed_train_order
-
     if isinstance(train.images, torch.Tensor) or not len(train.images) or train.meta.get("holdout_per_class", 0):
         return None
     first = Path(train.images[0])

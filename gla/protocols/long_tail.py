@@ -6,6 +6,7 @@ ours, stated in the rows (``recipe``) and in the book's long-tail chapter.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 from ..adjust import debias, gla_logits, interpolate_state_dicts, logit_adjust
@@ -55,8 +56,6 @@ def run_long_tail(backbone: str, pretrained: str | None, dataset: str, *,
 
 def replace_weights(model, sd0, sd1, alpha: float):
     """A copy of ``model`` with the WiSE-FT interpolation of two state dicts loaded."""
-    import copy
-
     wise = copy.deepcopy(model)
     wise.load_state_dict(interpolate_state_dicts(sd0, sd1, alpha))
     return wise
