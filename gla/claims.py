@@ -119,10 +119,10 @@ def _main_rows(table: pd.DataFrame) -> pd.DataFrame:
     rows = table[(table.split == "test") & (table.method != Method.WISE_FT_SWEEP)]
     if not len(rows):
         raise NotMeasured("no test rows")
-    first = rows.iloc[0]
     for col in ("backbone", "pretrained", "dataset"):
-        if col in rows.columns:
-            rows = rows[rows[col].astype(str) == str(first[col])]
+        if col in rows.columns:  # an empty value (``gla apply`` without a backbone) is a value too
+            key = rows[col].astype(object).fillna("").astype(str)
+            rows = rows[key == key.iloc[0]]
     return rows
 
 
@@ -157,9 +157,9 @@ def _few_shot_gain(table: pd.DataFrame) -> Measurement:
     """GLA minus the best other model, averaged over datasets and seeds, at each shot
     count; the smallest of these gains (the claim: a gain at every shot count)."""
     _require(table, ("dataset", "method", "split", "shots", "seed", "top1"), "few-shot table")
-    test = table[table.split == "test"]
+    test = table[table.split == "test"].dropna(subset=["shots", "seed"])  # rows that say their draw
     if Method.GLA not in set(test.method):
-        raise NotMeasured(f"no '{Method.GLA}' test rows")
+        raise NotMeasured(f"no '{Method.GLA}' test rows with shots and seed")
     avg = (test.groupby(["method", "shots", "seed"]).top1.mean()  # over datasets
            .groupby(["method", "shots"]).mean().unstack("shots") * 100)  # over seeds
     others = avg.drop(index=Method.GLA)

@@ -340,8 +340,8 @@ def _run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from . import __version__
-    from .apply import save_table
     from .cache import atomic_write_text
+    from .protocols import save_results
 
     opts = _validate_run(args)
     ctx, recipe = _context_and_recipe(args)
@@ -365,12 +365,12 @@ def _run(args: argparse.Namespace) -> int:
             kept = ", ".join(settings["files"]) or "none"
             raise RunError(f"{args.experiment} on {dataset} failed: {type(exc).__name__}: {_message(exc)}\n"
                            f"finished datasets kept in {out}: {kept}") from exc
-        csv, _ = save_table(df, out, f"{stem}_{dataset}")
+        csv, _ = save_results(df, out, f"{stem}_{dataset}")
         settings["files"][dataset] = csv.name
         atomic_write_text(settings_path, json.dumps(settings, indent=1, default=str))
         frames.append(df)
     df = pd.concat(frames, ignore_index=True)
-    csv, js = save_table(df, out, stem)
+    csv, js = save_results(df, out, stem)
     settings["combined"] = csv.name
     settings["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     atomic_write_text(settings_path, json.dumps(settings, indent=1, default=str))
@@ -473,7 +473,8 @@ def _datasets(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from .apply import apply_protocol, load_prior_file, load_tensor, save_table
+    from .apply import apply_protocol, load_prior_file, load_tensor
+    from .protocols import save_results
 
     files = {"zs": args.zs, "ft": args.ft, "labels": args.labels, "zs_val": args.zs_val, "ft_val": args.ft_val,
              "labels_val": args.labels_val, "train_counts": args.train_counts}
@@ -485,7 +486,7 @@ def _apply(args: argparse.Namespace) -> int:
                             prior=prior, zs_val=arrays["zs_val"], ft_val=arrays["ft_val"],
                             labels_val=arrays["labels_val"], train_counts=arrays["train_counts"], t_zs=args.t_zs,
                             t_ft=args.t_ft, sources={k: str(v) for k, v in files.items() if v})
-    csv, js = save_table(df, args.out, args.name or f"apply_{args.which.replace('-', '_')}")
+    csv, js = save_results(df, args.out, args.name or f"apply_{args.which.replace('-', '_')}")
     for name, fit in df.attrs.get("temperatures", {}).items():
         if not fit.converged:
             print(f"note: the {args.protocol} protocol's temperature search for {name} did not converge "

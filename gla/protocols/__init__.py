@@ -21,7 +21,6 @@ from .long_tail import run_long_tail
 from .many_shot import DEFAULT_ALPHAS, run_many_shot
 from .results import (
     COLUMNS,
-    METHOD_LABELS,
     EvalOutputs,
     ManyShotOutputs,
     ManyShotResult,
@@ -29,15 +28,18 @@ from .results import (
     PriorFit,
     ZeroShotOutputs,
     method_label,
+    method_style,
+    order_methods,
     save_results,
+    score,
 )
 
 __all__ = [
     "compare_protocols",
-    "COLUMNS", "DEFAULT_ALPHAS", "METHOD_LABELS", "PAPER_PROMPTS", "EvalOutputs", "ManyShotOutputs", "ManyShotResult",
+    "COLUMNS", "DEFAULT_ALPHAS", "PAPER_PROMPTS", "EvalOutputs", "ManyShotOutputs", "ManyShotResult",
     "Method", "Outputs", "PriorFit", "PromptRecipe", "ProtocolSettings", "RunConfig", "TestSplitUsedError",
     "ZeroShotOutputs", "choose_alpha", "finetune_to_cache", "fit_prior", "fit_temperature", "load_prior_file",
-    "method_label", "run_estimation_ablation", "run_protocol_comparison",
+    "method_label", "method_style", "order_methods", "run_estimation_ablation", "score", "run_protocol_comparison",
     "run_few_shot", "run_long_tail", "run_many_shot", "save_results",
     "zero_shot_split",
 ]
