@@ -10,6 +10,7 @@ from PIL import Image
 
 import gla.protocols as pr
 import gla.protocols.common as common
+from gla.estimators import MODEL_PRIOR, list_estimators, make_estimator
 from gla.finetune import FinetuneConfig
 from gla.protocols import Method, PromptRecipe, ProtocolSettings, RunConfig
 from gla.world import WorldConfig
@@ -74,12 +75,38 @@ def test_settings_are_validated_and_resolve_the_paper_defaults(tmp_path):
     with pytest.raises(FileNotFoundError, match="prior_file"):
         ProtocolSettings(prior_file=str(tmp_path / "missing.pt"))
     paper, exact = ProtocolSettings(), ProtocolSettings(protocol="exact")
-    assert (paper.estimator, paper.temperature_method) == ("official", "official")
-    assert (exact.estimator, exact.temperature_method) == ("exact", "exact")
+    assert (paper.estimator_id, paper.temperature_method) == ("official", "official")
+    assert (exact.estimator_id, exact.temperature_method) == ("exact", "exact")
     # The official many-shot code applies no log p_s on ImageNet (treated as balanced).
     assert paper.source_prior_for("imagenet") == "uniform" and exact.source_prior_for("imagenet") == "counts"
     assert paper.source_prior_for("world-main") == "counts"
     assert ProtocolSettings(source_prior="counts").source_prior_for("imagenet") == "counts"
+
+
+@pytest.mark.parametrize("estimator", list_estimators(estimates=MODEL_PRIOR))
+def test_any_registered_estimator_of_the_prior_serves_a_protocol(estimator):
+    from dataclasses import replace
+
+    from tests.conftest import planted_logits
+
+    z, y, _ = planted_logits(20, 5, seed=1)
+    settings = ProtocolSettings(estimator=estimator)
+    assert settings.estimator_id == estimator and settings.columns()["prior_source"] == estimator
+    assert replace(settings, protocol="exact").estimator_id == estimator  # an explicit id stays
+    fit = pr.fit_prior(pr.Outputs(z, y, "val"), settings, temperature=2.0)
+    want = make_estimator(estimator).fit(z.double() / 2.0, y)
+    assert fit.source == estimator and torch.equal(fit.log_prior, want.log_prior_.float())
+    assert fit.diagnostics == pytest.approx({k: float(v) for k, v in want.diagnostics_.as_dict().items()},
+                                            nan_ok=True)
+    # without an id the protocol decides, also after replace()
+    assert replace(ProtocolSettings(), protocol="exact").estimator_id == "exact"
+
+
+def test_settings_refuse_an_unknown_estimator_and_one_of_the_target_distribution():
+    with pytest.raises(ValueError, match="estimator: expected the id of an estimator of the model's prior"):
+        ProtocolSettings(estimator="exactly")
+    with pytest.raises(ValueError, match="target label distribution"):
+        ProtocolSettings(estimator="em")
 
 
 def test_a_given_prior_file_is_normalised_and_its_sum_reported(tmp_path):

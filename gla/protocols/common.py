@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +64,9 @@ def choose_on(split: str, what: str) -> None:
 def fit_prior(zs: Outputs, settings: ProtocolSettings = ProtocolSettings(), *, temperature: float = 1.0,
               temperature_converged: bool | None = None) -> PriorFit:
     """The zero-shot prior under ``settings``: read from ``settings.prior_file``, or
-    estimated on non-test outputs divided by ``temperature`` with the protocol's estimator
-    (``official``: the official 1000-step solver; ``exact``: the exact optimum)."""
+    estimated on non-test outputs divided by ``temperature`` with the settings' estimator
+    (:attr:`ProtocolSettings.estimator_id`: under ``paper`` the official 1000-step solver,
+    under ``exact`` the exact optimum, or any registered estimator of the model's prior)."""
     choose_on(zs.split, "the prior")
     if settings.prior_file:
         given = load_prior_file(settings.prior_file)
@@ -74,17 +75,10 @@ def fit_prior(zs: Outputs, settings: ProtocolSettings = ProtocolSettings(), *, t
                              f"{zs.logits.shape[1]} classes")
         return PriorFit(given.log_prior.float(), f"file:{Path(settings.prior_file).name}", "", temperature,
                         temperature_converged, {"raw_sum": given.original_sum})
-    est = make_estimator(settings.estimator).fit(zs.logits.double() / temperature, zs.labels)
-    diag = {k: float(v) for k, v in _diagnostics(est).items()}
-    return PriorFit(est.log_prior_.float(), settings.estimator, zs.split, float(temperature), temperature_converged,
-                    diag)
-
-
-def _diagnostics(est) -> dict[str, Any]:
-    d = getattr(est, "diagnostics_", {}) or {}
-    if not isinstance(d, dict):
-        d = asdict(d)
-    return {k: v for k, v in d.items() if isinstance(v, (int, float, bool))}
+    est = make_estimator(settings.estimator_id).fit(zs.logits.double() / temperature, zs.labels)
+    diag = {k: float(v) for k, v in est.diagnostics_.as_dict().items()}
+    return PriorFit(est.log_prior_.float(), settings.estimator_id, zs.split, float(temperature),
+                    temperature_converged, diag)
 
 
 def fit_temperature(out: Outputs, settings: ProtocolSettings = ProtocolSettings(), *,

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..backbones import load_backbone
 from ..data import dataset_entry, load_dataset
+from ..estimators import MODEL_PRIOR, list_estimators
 
 PROTOCOLS = ("paper", "exact")
 TEMPLATE_STYLES = ("gla", "coop")
@@ -52,12 +53,20 @@ class ProtocolSettings:
     prior_file : str, optional
         A given prior (e.g. the official ``q.pt``): used instead of estimating ``q``;
         head / medium / tail then follow it. Read by :func:`gla.protocols.load_prior_file`.
+    estimator : str, optional
+        Id of the prior's estimator: any estimator of the model's prior registered in
+        :mod:`gla.estimators` (``official``, ``exact``, ``eigenvector``, ...). None: the
+        protocol's (``official`` under ``paper``, ``exact`` under ``exact``), resolved by
+        :attr:`estimator_id` (so ``replace(settings, protocol=...)`` follows the new
+        protocol). It changes the estimate of ``q`` only; the temperature search stays the
+        protocol's.
     """
 
     protocol: str = "paper"
     templates: str = "gla"
     source_prior: str | None = None
     prior_file: str | None = None
+    estimator: str | None = None
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -68,10 +77,19 @@ class ProtocolSettings:
             raise ValueError(f"source_prior: expected one of {SOURCE_PRIORS} or None, got {self.source_prior!r}")
         if self.prior_file is not None and not Path(self.prior_file).is_file():
             raise FileNotFoundError(f"prior_file: no file at {self.prior_file}")
+        if self.estimator is not None:
+            known = list_estimators(estimates=MODEL_PRIOR)
+            if self.estimator not in known:
+                other = self.estimator in list_estimators()
+                raise ValueError(f"estimator: expected the id of an estimator of the model's prior, one of {known}; "
+                                 f"got {self.estimator!r}" + (" (it estimates the target label distribution, which "
+                                                              "GLA does not subtract)" if other else ""))
 
     @property
-    def estimator(self) -> str:
-        """Id of the prior estimator in :mod:`gla.estimators`."""
+    def estimator_id(self) -> str:
+        """Id of the prior's estimator in :mod:`gla.estimators`: ``estimator``, or the protocol's."""
+        if self.estimator is not None:
+            return self.estimator
         return "official" if self.protocol == "paper" else "exact"
 
     @property
@@ -88,7 +106,7 @@ class ProtocolSettings:
     def columns(self) -> dict[str, str]:
         """The settings as result columns."""
         return {"protocol": self.protocol, "templates": self.templates,
-                "prior_source": f"file:{Path(self.prior_file).name}" if self.prior_file else self.estimator}
+                "prior_source": f"file:{Path(self.prior_file).name}" if self.prior_file else self.estimator_id}
 
 
 def _log_stderr(message: str) -> None:
