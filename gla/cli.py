@@ -258,16 +258,17 @@ def _run_few_shot(ctx, recipe, dataset: str, opts: RunOptions):
     from .protocols import run_few_shot
 
     tuning = {k: v for k, v in (("epochs", opts.epochs), ("lr", opts.lr)) if v is not None}
-    return run_few_shot(ctx.backbone, ctx.pretrained, [dataset], shots=opts.shots, seeds=opts.seeds,
-                        prompts=replace(ctx.prompts, **tuning),
-                        shifted={dataset: opts.shifted[dataset]} if opts.shifted.get(dataset) else None, **ctx.run())
+    result = run_few_shot(ctx.backbone, ctx.pretrained, [dataset], shots=opts.shots, seeds=opts.seeds,
+                          prompts=replace(ctx.prompts, **tuning),
+                          shifted={dataset: opts.shifted[dataset]} if opts.shifted.get(dataset) else None, **ctx.run())
+    return result.table
 
 
 def _run_long_tail(ctx, recipe, dataset: str, opts: RunOptions):
     """One dataset of the long-tail protocol."""
     from .protocols import run_long_tail
 
-    return run_long_tail(ctx.backbone, ctx.pretrained, dataset, recipe=recipe, **ctx.run())
+    return run_long_tail(ctx.backbone, ctx.pretrained, dataset, recipe=recipe, **ctx.run()).table
 
 
 RUNNERS = {"many-shot": _run_many_shot, "few-shot": _run_few_shot, "long-tail": _run_long_tail}

@@ -157,7 +157,7 @@ def test_gla_run_few_shot_takes_its_options(tmp_path, world_ckpt, monkeypatch):
 
     def fake_few_shot(backbone, pretrained, datasets, **kw):
         calls.append((list(datasets), kw))
-        return _fake_rows(backbone, datasets[0])
+        return SimpleNamespace(table=_fake_rows(backbone, datasets[0]))
 
     monkeypatch.setattr(ex, "run_few_shot", fake_few_shot)
     args = _run_args(tmp_path, world_ckpt, "few-shot", "--datasets", "world-main", "world-colours",
@@ -198,7 +198,7 @@ def test_gla_run_passes_and_records_its_options(tmp_path, world_ckpt, monkeypatc
 
     def fake(backbone, pretrained, dataset, **kw):
         seen.update(kw)
-        return _fake_rows(backbone, dataset)
+        return SimpleNamespace(table=_fake_rows(backbone, dataset))
 
     monkeypatch.setattr(ex, "run_long_tail", fake)
     q = torch.tensor([0.5, 0.3, 0.2])
@@ -220,7 +220,8 @@ def test_gla_run_passes_and_records_its_options(tmp_path, world_ckpt, monkeypatc
 
 def test_two_backbones_in_one_out_folder_do_not_overwrite(tmp_path, world_ckpt, monkeypatch):
     monkeypatch.setattr(ex, "run_long_tail",
-                        lambda backbone, pretrained, dataset, **kw: _fake_rows(str(pretrained), dataset))
+                        lambda backbone, pretrained, dataset, **kw: SimpleNamespace(table=_fake_rows(str(pretrained),
+                                                                                                     dataset)))
     other = tmp_path / "other" / "world.pt"
     other.parent.mkdir()
     other.write_bytes(b"another stand-in")
@@ -235,7 +236,7 @@ def test_a_failing_second_dataset_keeps_the_first(tmp_path, world_ckpt, monkeypa
     def fake(backbone, pretrained, dataset, **kw):
         if dataset == "world-lt-clutter":
             raise RuntimeError("out of memory on the second dataset")
-        return _fake_rows(backbone, dataset)
+        return SimpleNamespace(table=_fake_rows(backbone, dataset))
 
     monkeypatch.setattr(ex, "run_long_tail", fake)
     code = main(_run_args(tmp_path, world_ckpt, "long-tail", "--datasets", "world-lt", "world-lt-clutter"))

@@ -187,8 +187,15 @@ def test_exact_protocol_differs_only_by_the_solver(smoke_checkpoint, tmp_path):
 
 
 def test_few_shot_world(smoke_checkpoint, tmp_path, spy):
-    df = pr.run_few_shot("gla-world-tiny", str(smoke_checkpoint), ["world-patterns"], shots=(1, 4), seeds=(1, 2),
-                         prompts=PromptRecipe(epochs=3, coop_n_ctx=4), config=world_config(tmp_path, 0.25))
+    res = pr.run_few_shot("gla-world-tiny", str(smoke_checkpoint), ["world-patterns"], shots=(1, 4), seeds=(1, 2),
+                          prompts=PromptRecipe(epochs=3, coop_n_ctx=4), config=world_config(tmp_path, 0.25))
+    df = res.table
+    # typed: the fits behind each draw's rows
+    assert set(res.fits) == {("world-patterns", k, s) for k in (1, 4) for s in (1, 2)}
+    fit = res.fits[("world-patterns", 4, 2)]
+    row = df[(df.method == Method.GLA) & (df.shots == 4) & (df.seed == 2)].iloc[0]
+    assert (row.t_zs, row.t_ft, row.prompt_epoch) == (fit.t_zs.temperature, fit.t_ft.temperature, fit.prompt_epoch)
+    assert row.prior_objective == fit.prior.columns()["prior_objective"] and fit.prior.split == "train+val"
     assert_no_test_choices(spy)
     assert set(df.method) == FEW
     assert len(df) == 6 * 2 * 2 and set(df.shots) == {1, 4} and set(df.seed) == {1, 2}
@@ -204,8 +211,11 @@ def test_few_shot_world(smoke_checkpoint, tmp_path, spy):
 
 
 def test_long_tail_world(smoke_checkpoint, tmp_path, spy):
-    df = pr.run_long_tail("gla-world-tiny", str(smoke_checkpoint), "world-lt", recipe=TINY,
-                          config=world_config(tmp_path, 0.2))
+    res = pr.run_long_tail("gla-world-tiny", str(smoke_checkpoint), "world-lt", recipe=TINY,
+                           config=world_config(tmp_path, 0.2))
+    df = res.table
+    assert res.prior.source == "official" and len(res.train_counts) == len(res.log_source_prior)
+    assert float(torch.logsumexp(res.log_source_prior.double(), 0)) == pytest.approx(0, abs=1e-6)
     assert_no_test_choices(spy)
     assert {"many", "medium", "few", "mean_per_class"} <= set(df.columns)
     assert set(df.method) == {Method.ZERO_SHOT, Method.DEBIASED, Method.FINE_TUNED_CE, Method.FINE_TUNED_CE_ADJUSTED,
@@ -256,9 +266,9 @@ def real_root(tmp_path, objectnet_fixture):
 def test_real_path_end_to_end_on_fixtures(tiny_openclip, real_root, tmp_path, spy):
     config = RunConfig(cache_dir=tmp_path / "c", data_root=str(real_root), progress=False)
     recipe = FinetuneConfig(epochs=1, lr=1e-4, batch_size=8, warmup_steps=1)
-    lt = pr.run_long_tail(tiny_openclip, None, "imagenet_lt", recipe=recipe, config=config)
+    lt = pr.run_long_tail(tiny_openclip, None, "imagenet_lt", recipe=recipe, config=config).table
     fs = pr.run_few_shot(tiny_openclip, None, ["dtd"], shots=(2,), seeds=(1,), prompts=PromptRecipe(epochs=2, coop_n_ctx=4),
-                         config=config)
+                         config=config).table
     ms = pr.run_many_shot(tiny_openclip, None, "imagenet_lt", recipe=recipe, alphas=(0.0, 1.0), shifted=["objectnet"],
                           config=config).table
     assert_no_test_choices(spy)

@@ -2,8 +2,9 @@
 
 Each protocol takes a backbone, datasets, the procedure (:class:`ProtocolSettings`:
 ``protocol="paper"`` or ``"exact"``) and where to run (:class:`RunConfig`), and returns a
-tidy table (:mod:`gla.protocols.results`), one row per method x dataset x split x shots x
-seed, that :func:`save_results` writes as CSV and JSON.
+typed result (:class:`ManyShotResult`, :class:`FewShotResult`, :class:`LongTailResult`)
+whose ``table`` is the tidy table (:mod:`gla.protocols.results`), one row per method x
+dataset x split x shots x seed, that :func:`save_results` writes as CSV and JSON.
 """
 
 from ..prior_file import load_prior_file
@@ -22,6 +23,9 @@ from .many_shot import DEFAULT_ALPHAS, run_many_shot
 from .results import (
     COLUMNS,
     EvalOutputs,
+    FewShotFit,
+    FewShotResult,
+    LongTailResult,
     ManyShotOutputs,
     ManyShotResult,
     Method,
@@ -36,7 +40,8 @@ from .results import (
 
 __all__ = [
     "compare_protocols",
-    "COLUMNS", "DEFAULT_ALPHAS", "PAPER_PROMPTS", "EvalOutputs", "ManyShotOutputs", "ManyShotResult",
+    "COLUMNS", "DEFAULT_ALPHAS", "PAPER_PROMPTS", "EvalOutputs", "FewShotFit", "FewShotResult",
+    "LongTailResult", "ManyShotOutputs", "ManyShotResult",
     "Method", "Outputs", "PriorFit", "PromptRecipe", "ProtocolSettings", "RunConfig", "TestSplitUsedError",
     "ZeroShotOutputs", "choose_alpha", "finetune_to_cache", "fit_prior", "fit_temperature", "load_prior_file",
     "method_label", "method_style", "order_methods", "run_estimation_ablation", "score", "run_protocol_comparison",

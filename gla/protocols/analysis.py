@@ -189,8 +189,8 @@ def run_protocol_comparison(backbone: str, pretrained: str | None, dataset: str,
     tables = [compare_protocols(many["paper"], many["exact"]).assign(table="many-shot")]
     if few_shot_dataset:
         few = {p: run_few_shot(backbone, pretrained, [few_shot_dataset], shots=list(shots), seeds=[1],
-                               prompts=prompts or PromptRecipe(), settings=replace(base, protocol=p), config=config)
-               for p in ("paper", "exact")}
+                               prompts=prompts or PromptRecipe(), settings=replace(base, protocol=p),
+                               config=config).table for p in ("paper", "exact")}
         tables.append(compare_protocols(few["paper"], few["exact"]).assign(table="few-shot"))
     out = pd.concat(tables, ignore_index=True)
     return out[out["method"] != Method.WISE_FT_SWEEP].reset_index(drop=True)

@@ -25,6 +25,7 @@ import torch
 
 from .. import metrics
 from ..cache import atomic_write_text
+from ..temperature import TemperatureFit
 
 
 class Method(str, Enum):
@@ -318,6 +319,56 @@ class ManyShotResult:
 
     table: pd.DataFrame
     outputs: ManyShotOutputs
+
+
+@dataclass(eq=False)
+class FewShotFit:
+    """What one few-shot draw (dataset, shots, seed) fitted before scoring its models.
+
+    Attributes
+    ----------
+    prior : PriorFit
+        The zero-shot prior (estimated on train + val below 20 shots, on val otherwise).
+    t_zs, t_ft : gla.temperature.TemperatureFit
+        The zero-shot and prompt-tuned temperatures and whether their searches converged.
+    prompt_epoch : int or None
+        The prompt-tuning epoch kept (by GLA's accuracy on val, the official rule).
+    """
+
+    prior: PriorFit
+    t_zs: TemperatureFit
+    t_ft: TemperatureFit
+    prompt_epoch: int | None
+
+
+@dataclass
+class FewShotResult:
+    """A few-shot results table and, per ``(dataset, shots, seed)``, the fits behind it."""
+
+    table: pd.DataFrame
+    fits: dict[tuple[str, int, int], FewShotFit]
+
+
+@dataclass
+class LongTailResult:
+    """A long-tail results table and what its models remove.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        The tidy rows.
+    prior : PriorFit
+        The zero-shot prior (estimated on val, or given).
+    log_source_prior : (K,) tensor
+        ``log p_s`` of the training counts.
+    train_counts : (K,) tensor
+        Training images per class (what many / medium / few are cut by).
+    """
+
+    table: pd.DataFrame
+    prior: PriorFit
+    log_source_prior: torch.Tensor
+    train_counts: torch.Tensor
 
 
 @dataclass
