@@ -89,6 +89,16 @@ def backbone_provider(name: str) -> BackboneProvider | None:
     return _providers[max(matches, key=len)] if matches else None
 
 
+#: File endings that mark a ``pretrained`` value as a checkpoint file, not a tag.
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+
+
+def is_checkpoint_path(pretrained: str | None) -> bool:
+    """Whether a ``pretrained`` value names a checkpoint file (it holds a path separator or
+    ends like a checkpoint, :data:`CHECKPOINT_SUFFIXES`) rather than a pretrained tag."""
+    return bool(pretrained) and ("/" in pretrained or os.sep in pretrained or pretrained.endswith(CHECKPOINT_SUFFIXES))
+
+
 def checkpoint_format(path: str | os.PathLike) -> str:
     """What kind of checkpoint file ``path`` is, from its layout alone (nothing is unpickled).
 
@@ -257,8 +267,7 @@ def load_backbone(name: str, pretrained: str | os.PathLike | None = None, *, dev
     if provider is not None:
         return provider.load(name, pretrained, device, precision)
     known = open_clip.list_models()
-    suffixes = (".pt", ".pth", ".bin", ".safetensors")
-    is_path = bool(pretrained) and (os.path.sep in pretrained or pretrained.endswith(suffixes))
+    is_path = is_checkpoint_path(pretrained)
     if is_path and not Path(pretrained).is_file():
         raise FileNotFoundError(f"pretrained: no checkpoint file at {pretrained}")
     fmt = checkpoint_format(pretrained) if is_path else None

@@ -39,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from .backbones import is_checkpoint_path
 from .book_source import (
     CHECKOUT_ROOT,
     RESERVED,
@@ -47,6 +48,7 @@ from .book_source import (
     notebook_parameters,
     packaged_folder,
 )
+from .cache import default_cache_dir
 from .errors import RunError, UsageError
 from .pages import real_pages, serves_real_backbone
 
@@ -54,7 +56,6 @@ from .pages import real_pages, serves_real_backbone
 # file's folder (or the current folder for a mapping), never against the output folder.
 PATH_PARAMETERS = ("data_root", "cache_dir", "output_dir", "counts_file", "few_shot_csv", "prior_file",
                    "results_root")
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
 
 def _default_notebooks_dir() -> Path:
@@ -74,7 +75,7 @@ def resolve_paths(params: Mapping[str, Any], base: str | os.PathLike) -> dict[st
     base = Path(base)
 
     def fix(key: str, v: Any) -> Any:
-        if isinstance(v, str) and v and (key in PATH_PARAMETERS or (key == "pretrained" and _looks_like_path(v))):
+        if isinstance(v, str) and v and (key in PATH_PARAMETERS or (key == "pretrained" and is_checkpoint_path(v))):
             p = Path(v).expanduser()
             return str(p if p.is_absolute() else (base / p).resolve())
         if key == "extra_backbones" and isinstance(v, list):
@@ -87,10 +88,6 @@ def resolve_paths(params: Mapping[str, Any], base: str | os.PathLike) -> dict[st
         out["notebooks"] = {stem: ({k: fix(k, v) for k, v in (ov or {}).items()} if isinstance(ov, Mapping) else ov)
                             for stem, ov in params["notebooks"].items()}
     return out
-
-
-def _looks_like_path(v: str) -> bool:
-    return "/" in v or os.sep in v or v.endswith(CHECKPOINT_SUFFIXES)
 
 
 def load_params(path: str | os.PathLike | None) -> dict[str, Any]:
@@ -315,8 +312,7 @@ def _execute(src: Path, nb_params: dict[str, Any], out: Path, *, progress_bar: b
         nb_params["output_dir"] = str((out / "results" / src.stem).resolve())
     if "cache_dir" in declared_here and not nb_params.get("cache_dir"):
         root = CHECKOUT_ROOT if (CHECKOUT_ROOT / "notebooks").is_dir() else Path.cwd()
-        default_cache = os.environ.get("GLA_CACHE_DIR", root / ".gla_cache")
-        nb_params["cache_dir"] = str(Path(default_cache).resolve())
+        nb_params["cache_dir"] = str(default_cache_dir(root).resolve())
     print(f"[gla book] {src.name} -> {target}", flush=True)
     pm.execute_notebook(str(src), str(target), parameters=nb_params, kernel_name="python3",
                         cwd=str(out), progress_bar=progress_bar)

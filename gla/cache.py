@@ -12,6 +12,18 @@ from typing import Any, BinaryIO
 
 import torch
 
+#: The environment variable that names the cache folder.
+CACHE_ENV = "GLA_CACHE_DIR"
+
+
+def default_cache_dir(base: str | os.PathLike | None = None) -> Path:
+    """The cache folder when none is given: ``$GLA_CACHE_DIR`` when set, else
+    ``<base>/.gla_cache`` (``base``: the current folder, the path then relative)."""
+    env = os.environ.get(CACHE_ENV)
+    if env is not None:
+        return Path(env)
+    return Path(base) / ".gla_cache" if base is not None else Path(".gla_cache")
+
 
 def cache_key(settings: Mapping[str, Any], length: int = 16) -> str:
     """A stable hex key for a mapping of settings (JSON with sorted keys, SHA-256)."""

@@ -30,10 +30,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from .backbones import is_checkpoint_path
 from .errors import GLAError, RunError, UsageError
 
 EXPECTED_ERRORS = (GLAError, ValueError, FileNotFoundError, RuntimeError, OSError)
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -92,7 +92,7 @@ def check_backbone(name: str, pretrained: str | None) -> None:
     if resolved not in models:
         raise UsageError(f"backbone: unknown model '{name}'{_close(name, models)}; the known names are "
                          "open_clip.list_models() and the world's (gla-world-tiny)")
-    if _is_path(pretrained):
+    if is_checkpoint_path(pretrained):
         if not Path(pretrained).expanduser().is_file():
             raise UsageError(f"pretrained: no checkpoint file at {pretrained}")
         return
@@ -138,10 +138,6 @@ def _check_offline_weights(model: str, tag: str) -> None:
         return
     raise UsageError(str(explain_missing_weights(model, tag, FileNotFoundError(
         f"{repo}/{candidates[-1]} is not in the Hugging Face cache ({cache or 'the default HF_HOME'})"))))
-
-
-def _is_path(pretrained: str) -> bool:
-    return bool(pretrained) and (os.sep in pretrained or "/" in pretrained or pretrained.endswith(CHECKPOINT_SUFFIXES))
 
 
 def check_datasets(names: Sequence[str], splits: Sequence[str], data_root: str | None, what: str = "datasets"
@@ -279,7 +275,7 @@ def results_stem(protocol: str, backbone: str, pretrained: str | None) -> str:
     path becomes its file name and a short hash of the full path), so two backbones
     written to one folder never overwrite each other."""
     p = "" if pretrained is None else str(pretrained)
-    if _is_path(p):
+    if is_checkpoint_path(p):
         digest = hashlib.sha256(str(Path(p).expanduser().resolve()).encode()).hexdigest()[:8]
         tag = f"{Path(p).stem}-{digest}"
     else:

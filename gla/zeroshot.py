@@ -19,6 +19,11 @@ from .data.templates import prompt_classname
 from .features import backbone_identity
 from .loading import autocast, resolve_precision
 
+#: Part of the zero-shot heads' cache key ("v"): bump it when the head computed for the same
+#: backbone, class names, templates and precision changes, so that old heads are not reused.
+#: 2: "_" in class names became " " in every prompt.
+HEAD_CACHE_FORMAT = 2
+
 
 def zero_shot_head_path(backbone: Backbone, classnames: Sequence[str], templates: Sequence[str],
                         cache_dir: str | os.PathLike, *, precision: str | None = None) -> Path:
@@ -26,7 +31,7 @@ def zero_shot_head_path(backbone: Backbone, classnames: Sequence[str], templates
     weights, dtype), the class names in order, the templates and the autocast precision."""
     prec = resolve_precision(precision, backbone.device)
     key = cache_key({"backbone": backbone_identity(backbone), "classnames": list(classnames),
-                     "templates": list(templates), "precision": prec, "v": 2})  # v2: "_" -> " " in prompts
+                     "templates": list(templates), "precision": prec, "v": HEAD_CACHE_FORMAT})
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", backbone.name)  # e.g. hf-hub:org/model
     return Path(cache_dir) / "heads" / f"{stem}-{len(classnames)}-{key}.pt"
 

@@ -42,6 +42,13 @@ THRESHOLD_ZERO_SHOT = 0.1
 THRESHOLD_FINE_TUNED = 1.0
 
 
+#: Part of the fine-tuned checkpoints' cache key ("v"): bump it when what a key names trains
+#: or is saved differently (the training loop, the checkpoint's contents), so that old
+#: checkpoints are not reused. 2: the recipe keyed by FinetuneConfig.identity (precision
+#: resolved for the device, the seed).
+FINETUNE_CACHE_FORMAT = 2
+
+
 @dataclass
 class Outputs:
     """Logits of one model on one split, with the labels and the split's name."""
@@ -153,7 +160,8 @@ class Models:
 
     def finetuned_path(self, train, recipe: FinetuneConfig) -> Path:
         key = cache_key({"backbone": backbone_identity(self.bb), "train": dataset_identity(train),
-                         "recipe": recipe.identity(self.config.device), "head": float(self.head.sum()), "v": 2})
+                         "recipe": recipe.identity(self.config.device), "head": float(self.head.sum()),
+                         "v": FINETUNE_CACHE_FORMAT})
         return self.cache_dir / "finetune" / f"{train.name}-{recipe.loss}-{key}.pt"
 
     def given(self, path: str | os.PathLike) -> ImageClassifier:

@@ -17,7 +17,6 @@ one under ``exact``.)
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backbones import load_backbone
+from ..cache import default_cache_dir
 from ..data import dataset_entry, load_dataset
 from ..estimators import MODEL_PRIOR, list_estimators
 
@@ -143,7 +143,7 @@ class RunConfig:
         ``scale``; a reader's ``image_root``); other datasets never see them.
     """
 
-    cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("GLA_CACHE_DIR", ".gla_cache")))
+    cache_dir: Path = field(default_factory=default_cache_dir)
     data_root: str | None = None
     device: str = "cpu"
     precision: str | None = None
