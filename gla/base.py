@@ -82,6 +82,18 @@ def normalise(log_q: torch.Tensor) -> torch.Tensor:
     return log_q - torch.logsumexp(log_q, dim=0)
 
 
+def _diagnostic(field: str) -> property:
+    """A read-only fitted attribute that reads ``diagnostics_.<field>`` (the one store)."""
+
+    def read(self) -> Any:
+        try:
+            return getattr(self.__dict__["diagnostics_"], field)
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__} is not fitted yet: call fit first") from None
+
+    return property(read, doc=f"``diagnostics_.{field}``.")
+
+
 class PriorEstimatorBase:
     """The contract: ``fit(logits, labels=None) -> self``; see the module docstring.
 
@@ -206,33 +218,12 @@ class PriorEstimatorBase:
         """Debiased logits ``logits / temperature_ - log_prior_`` (float64)."""
         return debias(logits, self.log_prior_, temperature=self.temperature_)
 
-    # -- the diagnostics under scikit-learn's fitted-attribute names --------------------
+    # -- the diagnostics under scikit-learn's fitted-attribute names (read from diagnostics_)
 
-    def _diagnostics(self) -> Diagnostics:
-        try:
-            return self.__dict__["diagnostics_"]
-        except KeyError:
-            raise AttributeError(f"{type(self).__name__} is not fitted yet: call fit first") from None
-
-    @property
-    def objective_(self) -> float:
-        """``diagnostics_.objective``."""
-        return self._diagnostics().objective
-
-    @property
-    def grad_norm_(self) -> float:
-        """``diagnostics_.grad_norm``."""
-        return self._diagnostics().grad_norm
-
-    @property
-    def n_iter_(self) -> int:
-        """``diagnostics_.n_iter``."""
-        return self._diagnostics().n_iter
-
-    @property
-    def converged_(self) -> bool:
-        """``diagnostics_.converged``."""
-        return self._diagnostics().converged
+    objective_ = _diagnostic("objective")
+    grad_norm_ = _diagnostic("grad_norm")
+    n_iter_ = _diagnostic("n_iter")
+    converged_ = _diagnostic("converged")
 
 
 def clone(estimator: PriorEstimatorBase) -> PriorEstimatorBase:

@@ -276,10 +276,9 @@ def train_prompts_end_to_end(learner: PromptLearner, backbone, train_dataset, va
 
     Returns
     -------
-    learner
-        With the selected epoch's parameters loaded.
-    history : list of dict
-        As :func:`train_prompts`; the summary also holds ``recipe`` (the settings).
+    (learner, history)
+        As :func:`train_prompts`: the learner with the selected epoch's parameters loaded,
+        and one record per epoch; the summary also holds ``recipe`` (the settings).
     """
     _check_learner(learner)
     _check_epochs(epochs)
