@@ -296,11 +296,13 @@ def apply_protocol(which: str, zs: torch.Tensor, ft: torch.Tensor, labels: torch
         raise UsageError(f"{which}: training counts per class are required (--train-counts)")
     searched = {}
     if exp.searches_temperatures:
-        searched, t_zs, t_ft = _temperatures(t_zs, t_ft, zs_val, ft_val, labels_val, settings, src)
+        searched, t_zs, t_ft = _temperatures(settings, src, t_zs=t_zs, t_ft=t_ft, zs_val=zs_val, ft_val=ft_val,
+                                             labels_val=labels_val)
     temperatures = {"t_zs": t_zs, "t_zs_converged": searched["t_zs"].converged if "t_zs" in searched else None,
                     "t_ft": t_ft, "t_ft_converged": searched["t_ft"].converged if "t_ft" in searched else None}
     prior_t = float(t_zs) if exp.searches_temperatures else 1.0
-    fit, given = _prior(prior, k, prior_t, temperatures["t_zs_converged"], zs_val, labels_val, settings, src)
+    fit, given = _prior(prior, settings, src, k=k, temperature=prior_t, converged=temperatures["t_zs_converged"],
+                        zs_val=zs_val, labels_val=labels_val)
     log_ps = _source_prior(train_counts, src)
     base = {"dataset": EXTERNAL, "eval_set": None, "shots": exp.shots, "experiment": which,
             "protocol": settings.protocol, "prior_source": fit.source, **fit.columns(), **given,
@@ -319,7 +321,7 @@ def apply_protocol(which: str, zs: torch.Tensor, ft: torch.Tensor, labels: torch
     return df
 
 
-def _temperatures(t_zs, t_ft, zs_val, ft_val, labels_val, settings: ProtocolSettings, src: Mapping[str, str]):
+def _temperatures(settings: ProtocolSettings, src: Mapping[str, str], *, t_zs, t_ft, zs_val, ft_val, labels_val):
     """The few-shot temperatures: given, or searched on val with the protocol's search.
     Returns ``(searches, t_zs, t_ft)``; ``searches`` maps ``t_zs``/``t_ft`` to each search's
     :class:`gla.temperature.TemperatureFit`."""
@@ -338,8 +340,8 @@ def _temperatures(t_zs, t_ft, zs_val, ft_val, labels_val, settings: ProtocolSett
     return searched, t_zs, t_ft
 
 
-def _prior(prior: PriorFile | None, k: int, temperature: float, converged: bool | None, zs_val, labels_val,
-           settings: ProtocolSettings, src: Mapping[str, str]) -> tuple[PriorFit, dict]:
+def _prior(prior: PriorFile | None, settings: ProtocolSettings, src: Mapping[str, str], *, k: int, temperature: float,
+           converged: bool | None, zs_val, labels_val) -> tuple[PriorFit, dict]:
     """The prior removed: the given file's, or estimated on val at ``temperature``; and the
     columns that say which."""
     if prior is not None:

@@ -345,7 +345,8 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if distributed else model
     g = torch.Generator().manual_seed(cfg.seed)
-    run = _Training.start(cfg, device, model, net, train, g, distributed, world_size, log_source_prior)
+    run = _Training.start(cfg, device, model, net, train, g, distributed=distributed, world_size=world_size,
+                          log_source_prior=log_source_prior)
     state_file = resume_path(checkpoint) if checkpoint is not None else None
     settings = {"recipe": cfg.identity(device), "n_train": len(train), "world_size": world_size}
     history = run.resume(state_file, settings, g) if state_file is not None and resume else []
@@ -413,7 +414,7 @@ class _Training:
 
     @classmethod
     def start(cls, cfg: FinetuneConfig, device: torch.device, model: ImageClassifier, net: nn.Module,
-              train: Dataset, g: torch.Generator, distributed: bool, world_size: int,
+              train: Dataset, g: torch.Generator, *, distributed: bool, world_size: int,
               log_source_prior: torch.Tensor | None) -> _Training:
         """Sampler, loader (the global batch split over the processes), AdamW with the head's
         own learning-rate multiplier, and the loss scaler of fp16."""

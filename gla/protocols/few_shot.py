@@ -230,22 +230,24 @@ def _one_draw(run: _Run, pool: _Pool, k: int, seed: int) -> tuple[list[dict], Fe
     rows.append(score(base, Method.PROMPT_TUNING, "test", pt_test, y_test, prompt_epoch=_best_epoch(pt_hist)))
     t_ft = fit_temperature(Outputs(pt_val, va.labels, "val"), settings, threshold=THRESHOLD_FINE_TUNED)
     fit = FewShotFit(prior, t_zs, t_ft, _best_epoch(pt_hist))
-    temps = {"t_zs": t_zs.temperature, "t_zs_converged": t_zs.converged, "t_ft": t_ft.temperature,
-             "t_ft_converged": t_ft.converged, "prompt_epoch": fit.prompt_epoch}
+    temps = fit.columns()
     rows.append(score(base, Method.ENSEMBLE, "test", pt_test / t_ft.temperature + pool.zs_test / t_zs.temperature,
                       y_test, **temps))
     rows.append(score(base, Method.GLA, "test", gla_logits(pool.zs_test, pt_test, prior.log_prior,
                                                           zs_temperature=t_zs.temperature,
                                                           ft_temperature=t_ft.temperature), y_test, **temps))
     if k in run.eval_shots:
-        rows += _shifted_rows(pool, base, {Method.LINEAR_PROBE: probe, Method.COOP: coop}, pt, fit, temps, bb)
+        learners = {Method.LINEAR_PROBE: probe, Method.COOP: coop, Method.PROMPT_TUNING: pt}
+        rows += _shifted_rows(run, pool, base, learners, fit)
     return rows, fit
 
 
-def _shifted_rows(pool: _Pool, base: dict, learners: dict, pt, fit: FewShotFit, temps: dict, bb) -> list[dict]:
-    """Rows of the draw's models on each shifted test set (logits projected onto its classes)."""
-    rows = []
+def _shifted_rows(run: _Run, pool: _Pool, base: dict, learners: dict, fit: FewShotFit) -> list[dict]:
+    """Rows of the draw's models (``learners``: method -> a model of image features) on each
+    shifted test set, logits projected onto its classes."""
+    rows, bb, pt = [], run.bb, learners[Method.PROMPT_TUNING]
     t_zs, t_ft = fit.t_zs.temperature, fit.t_ft.temperature
+    temps = fit.columns()
     for sname, sdata, sfeat in pool.shifted:
         sub = sdata.class_subset
         ys = project_labels(sdata.labels, sub)

@@ -340,6 +340,13 @@ class FewShotFit:
     t_ft: TemperatureFit
     prompt_epoch: int | None
 
+    def columns(self) -> dict[str, Any]:
+        """The temperatures, whether their searches converged and the prompt epoch, as the
+        columns of the ensemble's and GLA's rows."""
+        return {"t_zs": self.t_zs.temperature, "t_zs_converged": self.t_zs.converged,
+                "t_ft": self.t_ft.temperature, "t_ft_converged": self.t_ft.converged,
+                "prompt_epoch": self.prompt_epoch}
+
 
 @dataclass
 class FewShotResult:
