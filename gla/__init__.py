@@ -15,6 +15,7 @@ Around it: :func:`load_backbone` (open_clip models and registered providers),
 (:func:`run_many_shot`, :func:`run_few_shot`, :func:`run_long_tail`, :mod:`gla.protocols`).
 """
 
+from . import notebook
 from .adjust import (
     debias,
     ensemble_logits,
@@ -24,6 +25,8 @@ from .adjust import (
     logit_adjust,
     wise_ft_sweep,
 )
+from .backbones import list_backbones, load_backbone
+from .data import list_datasets, load_dataset
 from .metrics import (
     accuracy_by_count_group,
     accuracy_by_prior_group,
@@ -42,15 +45,7 @@ from .prior import (
     official_lagrangian_prior,
     prior_objective,
 )
-from .temperature import search_temperature
-
-__version__ = "0.2.0"
-
-# Entry points beyond the method (imported after __version__: the protocols record it).
-from . import notebook  # noqa: E402
-from .backbones import list_backbones, load_backbone  # noqa: E402
-from .data import list_datasets, load_dataset  # noqa: E402
-from .protocols import (  # noqa: E402
+from .protocols import (
     Method,
     PromptRecipe,
     ProtocolSettings,
@@ -60,6 +55,8 @@ from .protocols import (  # noqa: E402
     run_many_shot,
     save_results,
 )
+from .temperature import search_temperature
+from .version import __version__ as __version__
 
 __all__ = [
     "Method",

@@ -13,8 +13,15 @@ training counts per class; get the experiment's rows as a tidy table.
   matches accuracy (the official few-shot code), the ensemble
   ``f_ft / T_ft + f_zs / T_zs`` and GLA ``f_ft / T_ft + f_zs / T_zs - log q``, with the
   prior estimated at ``T_zs``.
-- long-tail (Sec. 4.3): adds fine-tuned ``- log p_s`` and groups many (> 100 training
-  images) / medium (20 to 100) / few (< 20), each the mean of per-class accuracies.
+- long-tail (Sec. 4.3): the fine-tuned logits are taken as the cross-entropy model of the
+  long-tail protocol (``fine_tuned_ce``), with its post-hoc adjustment ``- log p_s``
+  (``fine_tuned_ce_adjusted``); groups many (> 100 training images) / medium (20 to 100) /
+  few (< 20), each the mean of per-class accuracies.
+
+The rows are those of a protocol's results table (:data:`gla.protocols.COLUMNS` first,
+methods named by :class:`gla.protocols.Method`, built by :func:`gla.protocols.score`), so
+:func:`gla.claims.check_claims` and the book's tables read them as they read a protocol's;
+:func:`gla.protocols.save_results` writes them.
 
 The prior, when not given, and the few-shot temperatures are fitted on the validation
 split under the chosen procedure, as :mod:`gla.protocols` fits them (``--protocol``):
@@ -32,25 +39,29 @@ sum is reported in every row (``prior_file_sum``).
 
 from __future__ import annotations
 
-import json
-import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import torch
 
-from . import metrics
 from .adjust import debias, ensemble_logits, gla_logits, log_prior_from_counts, logit_adjust
 from .errors import UsageError
+from .prior_file import PriorFile, load_prior_file
+from .protocols.common import THRESHOLD_FINE_TUNED, THRESHOLD_ZERO_SHOT, Outputs, fit_prior, fit_temperature
+from .protocols.config import PROTOCOLS as PROCEDURES
+from .protocols.config import ProtocolSettings
+from .protocols.results import Method, PriorFit, results_frame, score
+from .version import __version__
 
-if TYPE_CHECKING:
-    from .protocols.config import ProtocolSettings
+__all__ = ["EXPERIMENTS", "Experiment", "PriorFile", "apply_protocol", "load_prior_file", "load_tensor",
+           "protocol_settings"]
 
-EXPERIMENTS = ("many-shot", "few-shot", "long-tail")
+#: What the table says in ``dataset`` when the caller does not name the data (``columns``).
+EXTERNAL = "external"
 _KEYS = {"logits": ("logits", "zs_logits", "ft_logits", "scores"), "labels": ("labels", "targets", "y"),
          "counts": ("counts", "train_counts", "class_counts")}
 
@@ -67,8 +78,6 @@ def load_tensor(path: str | os.PathLike, what: str = "logits") -> torch.Tensor:
         raise UsageError(f"{what}: no file at {p}")
     try:
         if p.suffix in (".npy", ".npz"):
-            import numpy as np
-
             arr = np.load(p, allow_pickle=False)
             if p.suffix == ".npz":
                 arr = _pick(dict(arr), what, p)
@@ -96,64 +105,6 @@ def _pick(d: Mapping, what: str, p: Path):
     if len(tensors) == 1:
         return tensors[0]
     raise UsageError(f"{what}: {p} holds {sorted(map(str, d))}; expected a key '{what}' or a single tensor")
-
-
-@dataclass
-class PriorFile:
-    """A prior read from a file: the normalised log prior and the file's original sum."""
-
-    log_prior: torch.Tensor
-    original_sum: float
-    path: str
-
-
-def load_prior_file(path: str | os.PathLike) -> PriorFile:
-    """Read a prior ``q`` and normalise it to sum to 1.
-
-    Parameters
-    ----------
-    path : path
-        A torch file with a dict holding ``"q"`` (the official GLA ``q.pt``, read with
-        ``weights_only=True``) or a plain 1-D tensor; a ``.npy`` vector; or the JSON written
-        by ``gla estimate`` (its ``log_prior``).
-
-    Returns
-    -------
-    PriorFile
-        ``log_prior`` (K,) float64 with ``logsumexp == 0``; ``original_sum`` is the sum of
-        the values as stored (about 0.804 for the official ``q.pt``: its constraint is met
-        only approximately).
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"prior file: no file at {p}")
-    if p.suffix == ".json":
-        try:
-            data = json.loads(p.read_text())
-            q = torch.tensor(data["log_prior"], dtype=torch.float64).exp()
-        except Exception as exc:
-            raise UsageError(f"prior file: expected {p} to be the JSON of 'gla estimate' with a 'log_prior' list "
-                             f"({exc})") from exc
-    else:
-        try:
-            obj = (torch.as_tensor(__import__("numpy").load(p, allow_pickle=False)) if p.suffix == ".npy"
-                   else torch.load(p, map_location="cpu", weights_only=True))
-        except Exception as exc:
-            raise UsageError(f"prior file: could not read {p} ({exc})") from exc
-        if isinstance(obj, Mapping):
-            if "q" not in obj:
-                raise UsageError(f"prior file: {p} holds keys {sorted(map(str, obj))}; expected 'q' or a plain tensor")
-            obj = obj["q"]
-        if not isinstance(obj, torch.Tensor):
-            raise UsageError(f"prior file: expected a tensor of class probabilities in {p}, got {type(obj).__name__}")
-        q = obj.detach().to(torch.float64).flatten() if obj.ndim == 2 and 1 in obj.shape else obj.to(torch.float64)
-    if q.ndim != 1 or q.numel() < 2:
-        raise UsageError(f"prior file: expected a 1-D vector of class probabilities in {p}, got shape {tuple(q.shape)}")
-    if not torch.isfinite(q).all() or (q <= 0).any():
-        raise UsageError(f"prior file: expected positive finite probabilities in {p} "
-                         f"({int((q <= 0).sum())} entries are zero or negative)")
-    total = float(q.sum())
-    return PriorFile((q / total).log(), total, str(p))
 
 
 def _check(named: Mapping[str, tuple[torch.Tensor | None, str]], n_classes: int | None = None) -> int:
@@ -188,19 +139,68 @@ def _check(named: Mapping[str, tuple[torch.Tensor | None, str]], n_classes: int 
     return k
 
 
-def _row(base: dict, method: str, logits: torch.Tensor, labels: torch.Tensor, *, log_prior=None,
-         train_counts=None, **extra) -> dict:
-    k = logits.shape[1]
-    row = {**base, "method": method, **extra, "n": int(labels.shape[0]), "n_classes": k,
-           "top1": metrics.topk_accuracy(logits, labels),
-           "top5": metrics.topk_accuracy(logits, labels, k=min(5, k))}
-    if log_prior is not None and k >= 3:
-        row.update({g: v for g, v in metrics.accuracy_by_prior_group(logits, labels, log_prior).items() if g != "all"})
-    if train_counts is not None:
-        g = metrics.accuracy_by_count_group(logits, labels, train_counts)
-        row.update({"many": g["many"], "medium": g["medium"], "few": g["few"], "mean_per_class": g["all"]})
-    row["ece"] = metrics.expected_calibration_error(logits, labels)[0]
-    return row
+@dataclass(frozen=True)
+class Fitted:
+    """What an experiment's models are built from: the test logits (float64), the prior
+    removed, ``log p_s`` (None without training counts) and the temperatures (1 unless
+    the experiment searches them)."""
+
+    zs: torch.Tensor
+    ft: torch.Tensor
+    log_q: torch.Tensor
+    log_ps: torch.Tensor | None = None
+    t_zs: float = 1.0
+    t_ft: float = 1.0
+
+
+def _many_shot_models(f: Fitted) -> dict[Method, torch.Tensor]:
+    return {Method.ZERO_SHOT: f.zs, Method.DEBIASED: debias(f.zs, f.log_q), Method.FINE_TUNED: f.ft,
+            Method.ENSEMBLE: ensemble_logits(f.zs, f.ft),
+            Method.GLA: gla_logits(f.zs, f.ft, f.log_q, log_source_prior=f.log_ps)}
+
+
+def _few_shot_models(f: Fitted) -> dict[Method, torch.Tensor]:
+    return {Method.ZERO_SHOT: f.zs, Method.DEBIASED: debias(f.zs, f.log_q, temperature=f.t_zs),
+            Method.FINE_TUNED: f.ft, Method.ENSEMBLE: f.ft / f.t_ft + f.zs / f.t_zs,
+            Method.GLA: gla_logits(f.zs, f.ft, f.log_q, zs_temperature=f.t_zs, ft_temperature=f.t_ft)}
+
+
+def _long_tail_models(f: Fitted) -> dict[Method, torch.Tensor]:
+    return {Method.ZERO_SHOT: f.zs, Method.DEBIASED: debias(f.zs, f.log_q), Method.FINE_TUNED_CE: f.ft,
+            Method.FINE_TUNED_CE_ADJUSTED: logit_adjust(f.ft, f.log_ps), Method.ENSEMBLE: ensemble_logits(f.zs, f.ft),
+            Method.GLA: gla_logits(f.zs, f.ft, f.log_q, log_source_prior=f.log_ps)}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One of the paper's experiments as ``gla apply`` runs it.
+
+    Attributes
+    ----------
+    name : str
+        ``many-shot``, ``few-shot`` or ``long-tail`` (the ``experiment`` column).
+    models : callable
+        :class:`Fitted` -> method -> test logits, in the rows' order.
+    searches_temperatures : bool
+        ``T_zs`` and ``T_ft`` are searched on val (or given), and the prior is estimated at ``T_zs``.
+    groups : {"prior", "counts"}
+        Head / medium / tail by the prior, or many / medium / few by training counts (required).
+    shots : str or None
+        The ``shots`` column (``"all"``, as the protocols write it; None: per run, given in ``columns``).
+    """
+
+    name: str
+    models: Callable[[Fitted], dict[Method, torch.Tensor]]
+    searches_temperatures: bool = False
+    groups: str = "prior"
+    shots: str | None = "all"
+
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
+    Experiment("many-shot", _many_shot_models),
+    Experiment("few-shot", _few_shot_models, searches_temperatures=True, shots=None),
+    Experiment("long-tail", _long_tail_models, groups="counts"),
+)}
 
 
 def apply_protocol(which: str, zs: torch.Tensor, ft: torch.Tensor, labels: torch.Tensor, *,
@@ -208,7 +208,8 @@ def apply_protocol(which: str, zs: torch.Tensor, ft: torch.Tensor, labels: torch
                    zs_val: torch.Tensor | None = None, ft_val: torch.Tensor | None = None,
                    labels_val: torch.Tensor | None = None, train_counts: torch.Tensor | None = None,
                    t_zs: float | None = None, t_ft: float | None = None,
-                   sources: Mapping[str, str] | None = None) -> pd.DataFrame:
+                   sources: Mapping[str, str] | None = None, columns: Mapping[str, object] | None = None
+                   ) -> pd.DataFrame:
     """The rows of one experiment from saved logits, under the ``paper`` or ``exact`` procedure.
 
     The prior and the temperatures are fitted as the protocols of :mod:`gla.protocols` fit
@@ -220,19 +221,21 @@ def apply_protocol(which: str, zs: torch.Tensor, ft: torch.Tensor, labels: torch
     percentage points for the zero-shot model and 1.0 for the fine-tuned one
     (``trainers/gla.py``); ``protocol="exact"`` uses the exact prior
     (:class:`gla.PriorEstimator`) and a converged bisection (:func:`gla.search_temperature`).
+    A :class:`gla.protocols.ProtocolSettings` may name any registered estimator instead.
 
     Parameters
     ----------
     which : {"many-shot", "few-shot", "long-tail"}
-        The experiment: the paper's Sec. 4.1, 4.2 or 4.3 (the ``experiment`` column).
+        The experiment (:data:`EXPERIMENTS`): the paper's Sec. 4.1, 4.2 or 4.3 (the
+        ``experiment`` column).
     zs, ft : (N, K) tensors
         Zero-shot and fine-tuned logits of the same test images.
     labels : (N,) integer tensor
         Test labels (used for scoring only).
     protocol : ProtocolSettings or {"paper", "exact"}
         The procedure (default ``"paper"``, as ``gla run`` and the notebooks). Of a
-        :class:`gla.protocols.ProtocolSettings`, ``protocol`` and ``prior_file`` are used
-        (``prior`` takes precedence over ``prior_file``).
+        :class:`gla.protocols.ProtocolSettings`, ``protocol``, ``estimator`` and
+        ``prior_file`` are used (``prior`` takes precedence over ``prior_file``).
     prior : PriorFile, optional
         A prior from :func:`load_prior_file`, used instead of estimating one; otherwise it
         is estimated with the protocol's estimator on ``zs_val`` / ``labels_val`` (a
@@ -247,24 +250,29 @@ def apply_protocol(which: str, zs: torch.Tensor, ft: torch.Tensor, labels: torch
         Few-shot temperatures given instead of searched.
     sources : mapping, optional
         Argument name -> file it came from, named in error messages and recorded.
+    columns : mapping, optional
+        Columns every row carries, e.g. ``backbone``, ``pretrained``, ``dataset`` (default
+        :data:`EXTERNAL`), ``shots`` and ``seed`` (few-shot rows need them to be averaged
+        as the few-shot chapter averages).
 
     Returns
     -------
     pandas.DataFrame
-        One row per method with ``top1``, ``top5``, ``ece`` and the experiment's groups
-        (``head``/``medium``/``tail`` by the prior, or ``many``/``medium``/``few``/
-        ``mean_per_class`` by training counts); ``experiment``, ``protocol`` and the
-        prior's provenance named as in :data:`gla.protocols.results.COLUMNS`
-        (``prior_source``: the estimator id or ``file:<name>``; ``prior_objective``,
-        ``prior_grad_norm``, ``prior_sum``), plus ``prior_file_sum`` (the given file's
-        sum, NaN when estimated), ``prior_file``, ``prior_estimated_on`` and
-        ``prior_temperature``. Few-shot rows add ``t_zs``, ``t_zs_converged``, ``t_ft``
-        and ``t_ft_converged`` (converged is None for a given temperature; a search that
-        cannot meet its target gives T = 1 and ``False``, as in the protocols).
-        ``df.attrs["prior"]`` is the :class:`gla.protocols.PriorFit` removed (its
-        ``log_prior`` the normalised ``log q``) and ``df.attrs["temperatures"]`` maps
-        ``"t_zs"``/``"t_ft"`` to the :class:`gla.temperature.TemperatureFit` of each
-        search (few-shot).
+        A results table (:func:`gla.protocols.results.results_frame`): one row per method
+        (:class:`gla.protocols.Method` identifiers) with ``top1``, ``top5``, ``ece`` and the
+        experiment's groups (``head``/``medium``/``tail`` by the prior, or ``many``/
+        ``medium``/``few``/``mean_per_class`` by training counts); ``experiment``,
+        ``protocol``, ``source_prior`` and the prior's provenance named as in
+        :data:`gla.protocols.results.COLUMNS` (``prior_source``: the estimator id or
+        ``file:<name>``; ``prior_objective``, ``prior_grad_norm``, ``prior_sum``), plus
+        ``prior_file_sum`` (the given file's sum, NaN when estimated), ``prior_file``,
+        ``prior_estimated_on``, ``prior_temperature``, ``n`` and ``n_classes``. Few-shot
+        rows fill ``t_zs``, ``t_zs_converged``, ``t_ft`` and ``t_ft_converged`` (converged
+        is None for a given temperature; a search that cannot meet its target gives T = 1
+        and ``False``, as in the protocols). ``df.attrs["prior"]`` is the
+        :class:`gla.protocols.PriorFit` removed (its ``log_prior`` the normalised ``log q``)
+        and ``df.attrs["temperatures"]`` maps ``"t_zs"``/``"t_ft"`` to the
+        :class:`gla.temperature.TemperatureFit` of each search (few-shot).
 
     Raises
     ------
@@ -272,13 +280,9 @@ def apply_protocol(which: str, zs: torch.Tensor, ft: torch.Tensor, labels: torch
         For an unknown experiment or protocol, inputs whose shapes disagree, or missing
         inputs (no prior and no validation split; long-tail without training counts).
     """
-    from dataclasses import replace
-
-    from .protocols.common import THRESHOLD_FINE_TUNED, THRESHOLD_ZERO_SHOT, Outputs, fit_prior
-    from .protocols.results import PriorFit
-
     if which not in EXPERIMENTS:
         raise UsageError(f"experiment: expected one of {', '.join(EXPERIMENTS)}, got {which!r}")
+    exp = EXPERIMENTS[which]
     settings = protocol_settings(protocol)
     if prior is None and settings.prior_file:
         prior = load_prior_file(settings.prior_file)
@@ -288,73 +292,85 @@ def apply_protocol(which: str, zs: torch.Tensor, ft: torch.Tensor, labels: torch
                                                  ("train_counts", train_counts)]}
     k = _check(named)
     zs, ft, labels = zs.to(torch.float64), ft.to(torch.float64), labels.long()
-    if which == "long-tail" and train_counts is None:
-        raise UsageError("long-tail: training counts per class are required (--train-counts)")
-    searched: dict = {}
-    if which == "few-shot":
-        if t_zs is None or t_ft is None:
-            if zs_val is None or ft_val is None or labels_val is None:
-                raise UsageError("few-shot: the temperatures are searched on a validation split: give zero-shot and "
-                                 "fine-tuned validation logits and their labels (--zs-val, --ft-val, --labels-val), "
-                                 "or both temperatures (--t-zs, --t-ft)")
-        if t_zs is None:
-            searched["t_zs"] = _search(zs_val, labels_val, "zs_val", src, settings, THRESHOLD_ZERO_SHOT)
-            t_zs = searched["t_zs"].temperature
-        if t_ft is None:
-            searched["t_ft"] = _search(ft_val, labels_val, "ft_val", src, settings, THRESHOLD_FINE_TUNED)
-            t_ft = searched["t_ft"].temperature
-    prior_t = float(t_zs) if which == "few-shot" else 1.0
-    zs_converged = searched["t_zs"].converged if "t_zs" in searched else None
+    if exp.groups == "counts" and train_counts is None:
+        raise UsageError(f"{which}: training counts per class are required (--train-counts)")
+    searched = {}
+    if exp.searches_temperatures:
+        searched, t_zs, t_ft = _temperatures(settings, src, t_zs=t_zs, t_ft=t_ft, zs_val=zs_val, ft_val=ft_val,
+                                             labels_val=labels_val)
+    temperatures = {"t_zs": t_zs, "t_zs_converged": searched["t_zs"].converged if "t_zs" in searched else None,
+                    "t_ft": t_ft, "t_ft_converged": searched["t_ft"].converged if "t_ft" in searched else None}
+    prior_t = float(t_zs) if exp.searches_temperatures else 1.0
+    fit, given = _prior(prior, settings, src, k=k, temperature=prior_t, converged=temperatures["t_zs_converged"],
+                        zs_val=zs_val, labels_val=labels_val)
+    log_ps = _source_prior(train_counts, src)
+    base = {"dataset": EXTERNAL, "eval_set": None, "shots": exp.shots, "experiment": which,
+            "protocol": settings.protocol, "prior_source": fit.source, **fit.columns(), **given,
+            "prior_temperature": prior_t, "source_prior": "counts" if log_ps is not None else "uniform",
+            "gla_version": __version__, "zs_file": src.get("zs", ""), "ft_file": src.get("ft", ""), **(columns or {})}
+    base["eval_set"] = base["eval_set"] or base["dataset"]
+    if exp.searches_temperatures:
+        base.update(temperatures)
+    fitted = Fitted(zs, ft, fit.log_prior.to(torch.float64), log_ps,
+                    float(t_zs) if t_zs is not None else 1.0, float(t_ft) if t_ft is not None else 1.0)
+    groups = {"group_prior": fitted.log_q} if exp.groups == "prior" else {"train_counts": train_counts}
+    df = results_frame([score(base, method, "test", z, labels, dtype=torch.float64, n=int(labels.shape[0]),
+                              n_classes=k, **groups) for method, z in exp.models(fitted).items()])
+    df.attrs["prior"] = fit
+    df.attrs["temperatures"] = searched
+    return df
+
+
+def _temperatures(settings: ProtocolSettings, src: Mapping[str, str], *, t_zs, t_ft, zs_val, ft_val, labels_val):
+    """The few-shot temperatures: given, or searched on val with the protocol's search.
+    Returns ``(searches, t_zs, t_ft)``; ``searches`` maps ``t_zs``/``t_ft`` to each search's
+    :class:`gla.temperature.TemperatureFit`."""
+    if t_zs is None or t_ft is None:
+        if zs_val is None or ft_val is None or labels_val is None:
+            raise UsageError("few-shot: the temperatures are searched on a validation split: give zero-shot and "
+                             "fine-tuned validation logits and their labels (--zs-val, --ft-val, --labels-val), "
+                             "or both temperatures (--t-zs, --t-ft)")
+    searched = {}
+    if t_zs is None:
+        searched["t_zs"] = _search(zs_val, labels_val, "zs_val", src, settings, THRESHOLD_ZERO_SHOT)
+        t_zs = searched["t_zs"].temperature
+    if t_ft is None:
+        searched["t_ft"] = _search(ft_val, labels_val, "ft_val", src, settings, THRESHOLD_FINE_TUNED)
+        t_ft = searched["t_ft"].temperature
+    return searched, t_zs, t_ft
+
+
+def _prior(prior: PriorFile | None, settings: ProtocolSettings, src: Mapping[str, str], *, k: int, temperature: float,
+           converged: bool | None, zs_val, labels_val) -> tuple[PriorFit, dict]:
+    """The prior removed: the given file's, or estimated on val at ``temperature``; and the
+    columns that say which."""
     if prior is not None:
         if prior.log_prior.shape[0] != k:
             raise UsageError(f"prior file ({prior.path}): expected {k} values (one per class of the logits), "
                              f"got {prior.log_prior.shape[0]}")
-        fit = PriorFit(prior.log_prior, f"file:{Path(prior.path).name}", "", prior_t, zs_converged,
+        fit = PriorFit(prior.log_prior, f"file:{Path(prior.path).name}", "", temperature, converged,
                        {"raw_sum": prior.original_sum})
-        given = {"prior_file_sum": prior.original_sum, "prior_file": prior.path, "prior_estimated_on": ""}
-    else:
-        if zs_val is None or labels_val is None:
-            raise UsageError("prior: give a prior file (--prior-file) or a class-balanced validation split to "
-                             "estimate it on (--zs-val and --labels-val); the test split is never used")
-        try:
-            fit = fit_prior(Outputs(zs_val, labels_val.long(), "val"), replace(settings, prior_file=None),
-                            temperature=prior_t, temperature_converged=zs_converged)
-        except ValueError as exc:
-            raise UsageError(f"prior estimation on {src.get('zs_val', 'zs_val')}: {exc}") from exc
-        given = {"prior_file_sum": float("nan"), "prior_file": "",
-                 "prior_estimated_on": src.get("zs_val", "zs_val")}
-    log_q = fit.log_prior.to(torch.float64)
-    base = {"experiment": which, "protocol": settings.protocol, "split": "test", "prior_source": fit.source,
-            **fit.columns(), **given, "prior_temperature": prior_t, "zs_file": src.get("zs", ""),
-            "ft_file": src.get("ft", "")}
-    log_ps = None
-    if train_counts is not None:
-        counts = train_counts.to(torch.float64)
-        if (counts <= 0).any():
-            raise UsageError(f"train_counts ({src.get('train_counts', 'train_counts')}): every class needs at least "
-                             "one training image for log p_s")
-        log_ps = log_prior_from_counts(counts)
-    rows = []
-    if which == "few-shot":
-        extra = {"t_zs": t_zs, "t_zs_converged": zs_converged, "t_ft": t_ft,
-                 "t_ft_converged": searched["t_ft"].converged if "t_ft" in searched else None}
-        models = {"zero-shot": zs, "zero-shot - log q": debias(zs, log_q, temperature=t_zs), "fine-tuned": ft,
-                  "ensemble": ft / t_ft + zs / t_zs,
-                  "GLA": gla_logits(zs, ft, log_q, zs_temperature=t_zs, ft_temperature=t_ft)}
-        rows = [_row({**base, **extra}, m, z, labels, log_prior=log_q) for m, z in models.items()]
-    elif which == "many-shot":
-        models = {"zero-shot": zs, "zero-shot - log q": debias(zs, log_q), "fine-tuned": ft,
-                  "ensemble": ensemble_logits(zs, ft), "GLA": gla_logits(zs, ft, log_q, log_source_prior=log_ps)}
-        rows = [_row(base, m, z, labels, log_prior=log_q) for m, z in models.items()]
-    else:
-        models = {"zero-shot": zs, "zero-shot - log q": debias(zs, log_q), "fine-tuned": ft,
-                  "fine-tuned - log p_s": logit_adjust(ft, log_ps), "ensemble": ensemble_logits(zs, ft),
-                  "GLA": gla_logits(zs, ft, log_q, log_source_prior=log_ps)}
-        rows = [_row(base, m, z, labels, train_counts=train_counts) for m, z in models.items()]
-    df = pd.DataFrame(rows)
-    df.attrs["prior"] = fit
-    df.attrs["temperatures"] = searched
-    return df
+        return fit, {"prior_file_sum": prior.original_sum, "prior_file": prior.path, "prior_estimated_on": ""}
+    if zs_val is None or labels_val is None:
+        raise UsageError("prior: give a prior file (--prior-file) or a class-balanced validation split to "
+                         "estimate it on (--zs-val and --labels-val); the test split is never used")
+    try:
+        fit = fit_prior(Outputs(zs_val, labels_val.long(), "val"), replace(settings, prior_file=None),
+                        temperature=temperature, temperature_converged=converged)
+    except ValueError as exc:
+        raise UsageError(f"prior estimation on {src.get('zs_val', 'zs_val')}: {exc}") from exc
+    return fit, {"prior_file_sum": float("nan"), "prior_file": "", "prior_estimated_on": src.get("zs_val", "zs_val")}
+
+
+def _source_prior(train_counts: torch.Tensor | None, src: Mapping[str, str]) -> torch.Tensor | None:
+    """``log p_s`` of the training counts (None without them)."""
+    if train_counts is None:
+        return None
+    counts = train_counts.to(torch.float64)
+    if (counts <= 0).any():
+        raise UsageError(f"train_counts ({src.get('train_counts', 'train_counts')}): every class needs at least "
+                         "one training image for log p_s")
+    return log_prior_from_counts(counts)
 
 
 def protocol_settings(protocol: ProtocolSettings | str) -> ProtocolSettings:
@@ -370,9 +386,6 @@ def protocol_settings(protocol: ProtocolSettings | str) -> ProtocolSettings:
     gla.errors.UsageError
         For a name other than ``"paper"`` or ``"exact"``.
     """
-    from .protocols.config import PROTOCOLS as PROCEDURES
-    from .protocols.config import ProtocolSettings
-
     if isinstance(protocol, ProtocolSettings):
         return protocol
     if protocol not in PROCEDURES:
@@ -383,36 +396,7 @@ def protocol_settings(protocol: ProtocolSettings | str) -> ProtocolSettings:
 def _search(logits, labels, arg: str, src: Mapping[str, str], settings: ProtocolSettings, threshold: float):
     """The protocol's confidence-matches-accuracy search on a validation split (a
     :class:`gla.temperature.TemperatureFit`; T = 1 and not converged for an unreachable target)."""
-    from .protocols.common import Outputs, fit_temperature
-
     try:
         return fit_temperature(Outputs(logits, labels.long(), "val"), settings, threshold=threshold)
     except ValueError as exc:
         raise UsageError(f"temperature search on {src.get(arg, arg)}: {exc}; give it with --t-zs/--t-ft") from exc
-
-
-def save_table(df: pd.DataFrame, out_dir: str | os.PathLike, stem: str) -> tuple[Path, Path]:
-    """Write ``<stem>.csv`` and ``<stem>.json`` (records) atomically.
-
-    The JSON is written with :mod:`json` at full float precision (pandas' ``to_json``
-    keeps 10 decimals by default and writes a value such as ``3e-12`` as 0); NaN becomes
-    ``null``.
-    """
-    from .cache import atomic_write_text
-
-    out = Path(out_dir)
-    csv = atomic_write_text(out / f"{stem}.csv", df.to_csv(index=False))
-    js = atomic_write_text(out / f"{stem}.json", json.dumps(table_records(df), indent=1, allow_nan=False))
-    return csv, js
-
-
-def table_records(df: pd.DataFrame) -> list[dict]:
-    """Rows as plain Python records, floats at full precision, NaN as ``None``."""
-    def plain(v):
-        if hasattr(v, "item") and not isinstance(v, (list, dict)):
-            v = v.item()
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        return v
-
-    return [{str(k): plain(v) for k, v in rec.items()} for rec in df.to_dict(orient="records")]

@@ -11,6 +11,9 @@ use QuickGELU; :func:`checkpoint_format` tells them from plain state dicts, and
 :func:`resolve_model_name` picks the ``-quickgelu`` model for them. For a state dict, whose
 origin cannot be read from the file, the user says which activation its weights were
 trained with: ``quick_gelu`` here, :data:`ACTIVATION_OPTION` at every entry point.
+
+open_clip is imported inside the functions that use it: it takes about a second to import
+(with torchvision), and ``import gla``, ``gla --help`` and the world's backbone need neither.
 """
 
 from __future__ import annotations
@@ -95,6 +98,16 @@ def backbone_provider(name: str) -> BackboneProvider | None:
     ensure_plugins()
     matches = [p for p in _providers if name.startswith(p)]
     return _providers[max(matches, key=len)] if matches else None
+
+
+#: File endings that mark a ``pretrained`` value as a checkpoint file, not a tag.
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+
+
+def is_checkpoint_path(pretrained: str | None) -> bool:
+    """Whether a ``pretrained`` value names a checkpoint file (it holds a path separator or
+    ends like a checkpoint, :data:`CHECKPOINT_SUFFIXES`) rather than a pretrained tag."""
+    return bool(pretrained) and ("/" in pretrained or os.sep in pretrained or pretrained.endswith(CHECKPOINT_SUFFIXES))
 
 
 def checkpoint_format(path: str | os.PathLike) -> str:
@@ -194,7 +207,7 @@ def list_pretrained(name: str | None = None) -> list[tuple[str, str]]:
     return [p for p in pairs if name is None or p[0] == name]
 
 
-def _explain_missing_weights(name: str, pretrained: str, exc: Exception, unreachable: str = "") -> RuntimeError:
+def explain_missing_weights(name: str, pretrained: str, exc: Exception, unreachable: str = "") -> RuntimeError:
     offline = _offline_env()
     searched = (" (HF_HUB_OFFLINE=1 is set, so only the cache was searched)" if offline
                 else f" (the hub cannot be reached: {unreachable}; only the cache was searched)" if unreachable else "")
@@ -295,7 +308,7 @@ def check_weights_reachable(model: str, tag: str, cache_dir: str | None = None) 
     cache = _hub_cache(cache_dir)
     if any(isinstance(try_to_load_from_cache(repo, f, cache_dir=cache), str) for f in candidates):
         return True
-    raise _explain_missing_weights(model, tag, FileNotFoundError(
+    raise explain_missing_weights(model, tag, FileNotFoundError(
         f"{repo}/{candidates[-1]} is not in the Hugging Face cache ({cache or 'the default HF_HOME'})"), why)
 
 
@@ -391,19 +404,10 @@ def load_backbone(name: str, pretrained: str | os.PathLike | None = None, *, dev
         if is_path and (not isinstance(exc, RuntimeError) or _is_shape_error(exc)):
             raise _wrong_architecture(name, pretrained, exc) from exc
         if isinstance(exc, RuntimeError):
-            raise _explain_missing_weights(name, pretrained, exc) from exc
+            raise explain_missing_weights(name, pretrained, exc) from exc
         raise
     model.eval()
     return Backbone(model, preprocess, open_clip.get_tokenizer(name), name, pretrained, device, {})
-
-
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
-
-
-def is_checkpoint_path(pretrained: str) -> bool:
-    """Whether a ``pretrained`` value names a file (a path, or a checkpoint suffix) rather than a tag."""
-    return bool(pretrained) and ("/" in pretrained or os.path.sep in pretrained
-                                 or pretrained.endswith(CHECKPOINT_SUFFIXES))
 
 
 def resolve_model_name(name: str, pretrained: str | os.PathLike | None = None, quick_gelu: bool | None = None) -> str:

@@ -33,7 +33,6 @@ chapters the tree holds (:mod:`gla.toc`), and builds it with Jupyter Book.
 
 from __future__ import annotations
 
-import ast
 import os
 import shutil
 import subprocess
@@ -44,40 +43,24 @@ from typing import Any
 
 import yaml
 
+from .backbones import is_checkpoint_path
+from .book_source import (
+    CHECKOUT_ROOT,
+    RESERVED,
+    declared_parameters,
+    find_source_dir,
+    notebook_parameters,
+    packaged_folder,
+    parameter_defaults,
+)
+from .cache import default_cache_dir
 from .errors import RunError, UsageError
+from .pages import real_pages, serves_real_backbone
 
-CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
-RESERVED = ("notebooks", "lanes", "after_lanes")  # keys of a parameter file that are not notebook parameters
 # Parameters that name files or folders: relative values resolve against the parameter
 # file's folder (or the current folder for a mapping), never against the output folder.
 PATH_PARAMETERS = ("data_root", "cache_dir", "output_dir", "counts_file", "few_shot_csv", "prior_file",
                    "results_root")
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
-
-
-def _packaged(folder: str) -> Path | None:
-    """``gla/<folder>`` shipped as package data (an installed wheel), if present."""
-    try:
-        from importlib.resources import files
-
-        p = Path(str(files("gla").joinpath(folder)))
-    except (ModuleNotFoundError, TypeError):  # pragma: no cover - namespace oddities
-        return None
-    return p if p.is_dir() else None
-
-
-def find_source_dir(name: str, checkout_root: str | os.PathLike | None = None) -> Path:
-    """Where the book's ``notebooks`` (or ``book`` pages) are: the checkout's folder when
-    it exists, else the copy installed as package data (``gla/_book/<name>``).
-
-    Raises :class:`gla.errors.UsageError` when neither exists.
-    """
-    root = Path(checkout_root) if checkout_root is not None else CHECKOUT_ROOT
-    for cand in (root / name, _packaged(f"_book/{name}")):
-        if cand is not None and cand.is_dir():
-            return cand
-    raise UsageError(f"no '{name}' folder: looked in the checkout ({root / name}) and in the installed package "
-                     f"(gla/_book/{name}); run from a checkout of the project or install it with its book files")
 
 
 def _default_notebooks_dir() -> Path:
@@ -97,7 +80,7 @@ def resolve_paths(params: Mapping[str, Any], base: str | os.PathLike) -> dict[st
     base = Path(base)
 
     def fix(key: str, v: Any) -> Any:
-        if isinstance(v, str) and v and (key in PATH_PARAMETERS or (key == "pretrained" and _looks_like_path(v))):
+        if isinstance(v, str) and v and (key in PATH_PARAMETERS or (key == "pretrained" and is_checkpoint_path(v))):
             p = Path(v).expanduser()
             return str(p if p.is_absolute() else (base / p).resolve())
         if key == "extra_backbones" and isinstance(v, list):
@@ -110,10 +93,6 @@ def resolve_paths(params: Mapping[str, Any], base: str | os.PathLike) -> dict[st
         out["notebooks"] = {stem: ({k: fix(k, v) for k, v in (ov or {}).items()} if isinstance(ov, Mapping) else ov)
                             for stem, ov in params["notebooks"].items()}
     return out
-
-
-def _looks_like_path(v: str) -> bool:
-    return "/" in v or os.sep in v or v.endswith(CHECKPOINT_SUFFIXES)
 
 
 def load_params(path: str | os.PathLike | None) -> dict[str, Any]:
@@ -137,69 +116,6 @@ def load_params(path: str | os.PathLike | None) -> dict[str, Any]:
     if not isinstance(data.get("notebooks") or {}, dict):
         raise UsageError(f"params: 'notebooks' in {p} must map notebook stems to their parameters")
     return resolve_paths(data, p.resolve().parent)
-
-
-def declared_parameters(notebook: str | os.PathLike) -> list[str]:
-    """Names assigned in the notebook's cell tagged ``parameters``."""
-    import nbformat
-
-    nb = nbformat.read(str(notebook), as_version=4)
-    for cell in nb.cells:
-        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            tree = ast.parse(cell.source)
-            names = []
-            for node in tree.body:
-                targets = node.targets if isinstance(node, ast.Assign) else (
-                    [node.target] if isinstance(node, ast.AnnAssign) else [])
-                names += [t.id for t in targets if isinstance(t, ast.Name)]
-            return names
-    raise ValueError(f"{notebook}: no code cell tagged 'parameters'")
-
-
-def parameter_defaults(notebook: str | os.PathLike) -> dict[str, Any]:
-    """The values the notebook's ``parameters`` cell assigns (those written as literals)."""
-    import nbformat
-
-    nb = nbformat.read(str(notebook), as_version=4)
-    out: dict[str, Any] = {}
-    for cell in nb.cells:
-        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            for node in ast.parse(cell.source).body:
-                target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else (
-                    node.target if isinstance(node, ast.AnnAssign) and node.value is not None else None)
-                if isinstance(target, ast.Name):
-                    try:
-                        out[target.id] = ast.literal_eval(node.value)
-                    except ValueError:
-                        continue
-            break
-    return out
-
-
-# Parameters that describe the shared weights: a chapter that names its own backbone or
-# weights does not inherit them (the world's chapter, a few-shot chapter on RN50).
-WEIGHTS_PARAMETERS = ("quick_gelu",)
-
-
-def notebook_parameters(stem: str, declared: Iterable[str], params: Mapping[str, Any]) -> dict[str, Any]:
-    """The parameters one notebook receives: shared ones it declares, then its overrides.
-
-    ``quick_gelu`` says how the shared ``pretrained`` weights were trained: a chapter whose
-    overrides name another ``backbone`` or ``pretrained`` does not receive the shared value
-    (its own override, if any, applies).
-    """
-    declared = set(declared)
-    overrides = dict((params.get("notebooks") or {}).get(stem) or {})
-    unknown = sorted(set(overrides) - declared)
-    if unknown:
-        raise ValueError(f"params for notebook '{stem}': unknown parameter(s) {unknown}; "
-                         f"the notebook declares {sorted(declared)}")
-    shared = {k: v for k, v in params.items() if k not in RESERVED and k in declared}
-    if {"backbone", "pretrained"} & set(overrides):
-        for k in WEIGHTS_PARAMETERS:
-            shared.pop(k, None)
-    shared.update(overrides)
-    return shared
 
 
 def list_notebooks(notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR) -> list[Path]:
@@ -390,7 +306,7 @@ def check_parameters(plan: Mapping[str, tuple[Path, Mapping[str, Any]]]) -> None
                 raise UsageError(f"{stem}: {provider_options_error(backbone, options, chapter=stem)}")
             if "quick_gelu" in declared:
                 check_backbone(backbone, pretrained, p.get("quick_gelu"), what=stem)
-            elif isinstance(pretrained, str) and _looks_like_path(pretrained):
+            elif isinstance(pretrained, str) and is_checkpoint_path(pretrained):
                 check_files([("pretrained", pretrained)], stem)
         for i, entry in enumerate(p.get("extra_backbones") or []):
             try:
@@ -420,7 +336,7 @@ def write_results_archive(out_dir: str | os.PathLike, name: str = ARCHIVE_NAME) 
     import io
     import zipfile
 
-    from .cache import _atomic
+    from .cache import atomic_write
 
     out = Path(out_dir)
     if not out.is_dir():
@@ -435,7 +351,7 @@ def write_results_archive(out_dir: str | os.PathLike, name: str = ARCHIVE_NAME) 
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             zf.writestr(info, p.read_bytes())
-    return _atomic(out / name, lambda fh: fh.write(buf.getvalue()))
+    return atomic_write(out / name, lambda fh: fh.write(buf.getvalue()))
 
 
 class NotebookFailures(RunError):
@@ -478,8 +394,7 @@ def _execute(src: Path, nb_params: dict[str, Any], out: Path, *, progress_bar: b
         nb_params["output_dir"] = str((out / "results" / src.stem).resolve())
     if "cache_dir" in declared_here and not nb_params.get("cache_dir"):
         root = CHECKOUT_ROOT if (CHECKOUT_ROOT / "notebooks").is_dir() else Path.cwd()
-        default_cache = os.environ.get("GLA_CACHE_DIR", root / ".gla_cache")
-        nb_params["cache_dir"] = str(Path(default_cache).resolve())
+        nb_params["cache_dir"] = str(default_cache_dir(root).resolve())
     print(f"[gla book] {src.name} -> {target}", flush=True)
     pm.execute_notebook(str(src), str(target), parameters=nb_params, kernel_name="python3",
                         cwd=str(out), progress_bar=progress_bar)
@@ -673,7 +588,7 @@ def build_book(generated: str | os.PathLike, out_dir: str | os.PathLike, *, book
     into the book, and :class:`gla.errors.RunError` with the build's last output when the
     build fails.
     """
-    from .pages import chapter_runs, real_pages, serves_real_backbone
+    from .pages import chapter_runs
     from .toc import restrict_book
 
     gen = Path(generated).resolve()
@@ -683,7 +598,7 @@ def build_book(generated: str | os.PathLike, out_dir: str | os.PathLike, *, book
     pages = Path(book_dir) if book_dir is not None else find_source_dir("book")
     cfg = Path(config) if config is not None else pages.parent / "_config.yml"
     if not cfg.is_file():
-        packaged = _packaged("_book")
+        packaged = packaged_folder("_book")
         cfg = packaged / "_config.yml" if packaged is not None else cfg
     if not cfg.is_file():
         raise UsageError(f"config: no Jupyter Book _config.yml at {cfg}")

@@ -6,11 +6,23 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
+
+#: The environment variable that names the cache folder.
+CACHE_ENV = "GLA_CACHE_DIR"
+
+
+def default_cache_dir(base: str | os.PathLike | None = None) -> Path:
+    """The cache folder when none is given: ``$GLA_CACHE_DIR`` when set, else
+    ``<base>/.gla_cache`` (``base``: the current folder, the path then relative)."""
+    env = os.environ.get(CACHE_ENV)
+    if env is not None:
+        return Path(env)
+    return Path(base) / ".gla_cache" if base is not None else Path(".gla_cache")
 
 
 def cache_key(settings: Mapping[str, Any], length: int = 16) -> str:
@@ -19,7 +31,9 @@ def cache_key(settings: Mapping[str, Any], length: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def _atomic(path: str | os.PathLike, write) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
+    """Write a file through ``write(fh)`` on a temporary file in the same folder, then rename
+    it: readers see the old file or the whole new one, never a part. Returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -41,12 +55,12 @@ def _atomic(path: str | os.PathLike, write) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write text so that readers see the old file or the whole new one, never a part."""
-    return _atomic(path, lambda fh: fh.write(text.encode()))
+    return atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` through a temporary file and an atomic rename."""
-    return _atomic(path, lambda fh: torch.save(obj, fh))
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def safe_load(path: str | os.PathLike) -> Any | None:

@@ -25,9 +25,12 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .errors import UsageError
 from .protocols.results import Method
+from .report import published
+from .version import __version__
 
 HOLDS = "holds"
 DOES_NOT_HOLD = "does not hold"
@@ -116,10 +119,10 @@ def _main_rows(table: pd.DataFrame) -> pd.DataFrame:
     rows = table[(table.split == "test") & (table.method != Method.WISE_FT_SWEEP)]
     if not len(rows):
         raise NotMeasured("no test rows")
-    first = rows.iloc[0]
     for col in ("backbone", "pretrained", "dataset"):
-        if col in rows.columns:
-            rows = rows[rows[col].astype(str) == str(first[col])]
+        if col in rows.columns:  # an empty value (``gla apply`` without a backbone) is a value too
+            key = rows[col].astype(object).fillna("").astype(str)
+            rows = rows[key == key.iloc[0]]
     return rows
 
 
@@ -154,9 +157,9 @@ def _few_shot_gain(table: pd.DataFrame) -> Measurement:
     """GLA minus the best other model, averaged over datasets and seeds, at each shot
     count; the smallest of these gains (the claim: a gain at every shot count)."""
     _require(table, ("dataset", "method", "split", "shots", "seed", "top1"), "few-shot table")
-    test = table[table.split == "test"]
+    test = table[table.split == "test"].dropna(subset=["shots", "seed"])  # rows that say their draw
     if Method.GLA not in set(test.method):
-        raise NotMeasured(f"no '{Method.GLA}' test rows")
+        raise NotMeasured(f"no '{Method.GLA}' test rows with shots and seed")
     avg = (test.groupby(["method", "shots", "seed"]).top1.mean()  # over datasets
            .groupby(["method", "shots"]).mean().unstack("shots") * 100)  # over seeds
     others = avg.drop(index=Method.GLA)
@@ -243,8 +246,6 @@ def list_claims() -> list[str]:
 def _published(filters: dict | None) -> tuple[str, str]:
     if not filters:
         return "", ""
-    from .report import published
-
     pub = published(**filters)
     if not len(pub):
         return "", ""
@@ -353,12 +354,8 @@ def environment(root: str | os.PathLike | None = None, device: str | None = None
         open_clip, numpy and pandas versions, the platform, the CPU model, the CPU count,
         torch's thread count, the device, and whether the lock file is present.
     """
-    import torch
-
     root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
     lock = root / "requirements" / "lock.txt"
-    from . import __version__
-
     items = [("python", platform.python_version()), ("gla", __version__), ("torch", _version("torch")),
              ("torchvision", _version("torchvision")), ("open_clip", _version("open_clip_torch")),
              ("numpy", _version("numpy")), ("pandas", _version("pandas")),

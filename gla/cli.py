@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from .backbones import is_checkpoint_path
 from .checks import check_backbone, check_datasets
 from .checks import error_message as _message
 from .checks import usage_errors as _usage
@@ -133,16 +134,17 @@ def _run_few_shot(ctx, recipe, dataset: str, opts: RunOptions):
     from .protocols import run_few_shot
 
     tuning = {k: v for k, v in (("epochs", opts.epochs), ("lr", opts.lr)) if v is not None}
-    return run_few_shot(ctx.backbone, ctx.pretrained, [dataset], shots=opts.shots, seeds=opts.seeds,
-                        prompts=replace(ctx.prompts, **tuning),
-                        shifted={dataset: opts.shifted[dataset]} if opts.shifted.get(dataset) else None, **ctx.run())
+    result = run_few_shot(ctx.backbone, ctx.pretrained, [dataset], shots=opts.shots, seeds=opts.seeds,
+                          prompts=replace(ctx.prompts, **tuning),
+                          shifted={dataset: opts.shifted[dataset]} if opts.shifted.get(dataset) else None, **ctx.run())
+    return result.table
 
 
 def _run_long_tail(ctx, recipe, dataset: str, opts: RunOptions):
     """One dataset of the long-tail protocol."""
     from .protocols import run_long_tail
 
-    return run_long_tail(ctx.backbone, ctx.pretrained, dataset, recipe=recipe, **ctx.run())
+    return run_long_tail(ctx.backbone, ctx.pretrained, dataset, recipe=recipe, **ctx.run()).table
 
 
 RUNNERS = {"many-shot": _run_many_shot, "few-shot": _run_few_shot, "long-tail": _run_long_tail}
@@ -152,7 +154,6 @@ def results_stem(protocol: str, backbone: str, pretrained: str | None) -> str:
     """File stem of a run's results: protocol, backbone and pretrained tag (a checkpoint
     path becomes its file name and a short hash of the full path), so two backbones
     written to one folder never overwrite each other."""
-    from .backbones import is_checkpoint_path
 
     p = "" if pretrained is None else str(pretrained)
     if is_checkpoint_path(p):
@@ -217,8 +218,8 @@ def _run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from . import __version__
-    from .apply import save_table
     from .cache import atomic_write_text
+    from .protocols import save_results
 
     opts = _validate_run(args)
     ctx, recipe = _context_and_recipe(args)
@@ -243,12 +244,12 @@ def _run(args: argparse.Namespace) -> int:
             kept = ", ".join(settings["files"]) or "none"
             raise RunError(f"{args.experiment} on {dataset} failed: {type(exc).__name__}: {_message(exc)}\n"
                            f"finished datasets kept in {out}: {kept}") from exc
-        csv, _ = save_table(df, out, f"{stem}_{dataset}")
+        csv, _ = save_results(df, out, f"{stem}_{dataset}")
         settings["files"][dataset] = csv.name
         atomic_write_text(settings_path, json.dumps(settings, indent=1, default=str))
         frames.append(df)
     df = pd.concat(frames, ignore_index=True)
-    csv, js = save_table(df, out, stem)
+    csv, js = save_results(df, out, stem)
     settings["combined"] = csv.name
     settings["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     atomic_write_text(settings_path, json.dumps(settings, indent=1, default=str))
@@ -349,7 +350,8 @@ def _datasets(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from .apply import apply_protocol, load_prior_file, load_tensor, save_table
+    from .apply import apply_protocol, load_prior_file, load_tensor
+    from .protocols import save_results
 
     files = {"zs": args.zs, "ft": args.ft, "labels": args.labels, "zs_val": args.zs_val, "ft_val": args.ft_val,
              "labels_val": args.labels_val, "train_counts": args.train_counts}
@@ -361,7 +363,7 @@ def _apply(args: argparse.Namespace) -> int:
                             prior=prior, zs_val=arrays["zs_val"], ft_val=arrays["ft_val"],
                             labels_val=arrays["labels_val"], train_counts=arrays["train_counts"], t_zs=args.t_zs,
                             t_ft=args.t_ft, sources={k: str(v) for k, v in files.items() if v})
-    csv, js = save_table(df, args.out, args.name or f"apply_{args.which.replace('-', '_')}")
+    csv, js = save_results(df, args.out, args.name or f"apply_{args.which.replace('-', '_')}")
     for name, fit in df.attrs.get("temperatures", {}).items():
         if not fit.converged:
             print(f"note: the {args.protocol} protocol's temperature search for {name} did not converge "

@@ -1,19 +1,10 @@
 """Estimators of the label prior a zero-shot model carries, behind one contract and a registry.
 
-Every estimator follows scikit-learn's conventions: settings go to ``__init__`` (nothing is
-computed there), :meth:`~PriorEstimatorBase.fit` ``(logits, labels=None)`` learns from
-zero-shot logits and returns the estimator, and what was learned is an attribute with a
-trailing underscore:
-
-- ``log_prior_``: (K,) float64, normalised (``logsumexp == 0``);
-- ``temperature_``: the temperature the logits were divided by;
-- ``diagnostics_``: a frozen :class:`Diagnostics` (objective, gradient / residual norm,
-  iterations, convergence and, for the official algorithm, the unnormalised sum of ``q``).
-
-Class attributes say what an estimator is: ``id`` (registry key), ``name`` (display name),
-``requires_labels``, ``estimates`` (``"model prior"``: the prior ``q`` that pretraining left
-in the model, what GLA subtracts; or ``"target label distribution"``: the class shares of
-the data it is fitted on) and ``description``.
+Every estimator follows the contract of :class:`gla.base.PriorEstimatorBase`
+(scikit-learn's conventions): settings go to ``__init__``, ``fit(logits, labels=None)``
+returns the estimator, what was learned is an attribute with a trailing underscore
+(``log_prior_``, ``temperature_``, ``diagnostics_``), and ``get_params`` / ``set_params`` /
+:func:`gla.base.clone` behave as scikit-learn's.
 
 Studies and notebooks iterate the registry by id (:func:`list_estimators`,
 :func:`make_estimator`), so adding an estimator is one class and one
@@ -23,7 +14,7 @@ Registered ids
 --------------
 ``exact``
     The paper's objective (Zhu et al., NeurIPS 2023, section 4.2) solved exactly
-    (:class:`gla.PriorEstimator`).
+    (:class:`gla.PriorEstimator`, registered as it is; ``ExactEstimator`` is its other name).
 ``official``
     The official code's algorithm: 1000 Lagrangian gradient steps
     (:func:`gla.official_lagrangian_prior`), normalised afterwards.
@@ -46,18 +37,27 @@ Registered ids
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 
-from ._validation import ArrayLike, check_labels, check_logits
+from .base import (
+    ESTIMATES,
+    MODEL_PRIOR,
+    TARGET_DISTRIBUTION,
+    Diagnostics,
+    PriorEstimatorBase,
+    clone,
+    normalise,
+)
 from .prior import PriorEstimator, em_prior, mean_probability_prior, newton_cg, official_lagrangian_prior
-from .temperature import search_temperature
 
 __all__ = [
     "ESTIMATES",
+    "MODEL_PRIOR",
+    "TARGET_DISTRIBUTION",
     "Diagnostics",
     "PriorEstimatorBase",
+    "clone",
     "ExactEstimator",
     "OfficialEstimator",
     "MeanProbabilityEstimator",
@@ -70,44 +70,6 @@ __all__ = [
     "make_estimator",
     "get_estimator_class",
 ]
-
-MODEL_PRIOR = "model prior"
-TARGET_DISTRIBUTION = "target label distribution"
-ESTIMATES = (MODEL_PRIOR, TARGET_DISTRIBUTION)
-
-
-@dataclass(frozen=True)
-class Diagnostics:
-    """What an estimator reports about its own answer.
-
-    Attributes
-    ----------
-    objective : float
-        The estimator's objective at the answer (NaN for estimators without one).
-    grad_norm : float
-        Max-norm of the optimality residual: the gradient of a convex objective, the
-        stationarity residual ``|q C - q|`` of an eigenvector, the last EM change.
-        0 for closed-form estimators.
-    n_iter : int
-        Iterations used (0 for closed forms; ``-1`` where the wrapped function does not
-        say).
-    converged : bool
-        Whether ``grad_norm`` reached the estimator's tolerance.
-    raw_sum : float
-        Sum of ``q`` before normalisation (1.0 unless the algorithm leaves it unnormalised,
-        as the official one does).
-    """
-
-    objective: float
-    grad_norm: float
-    n_iter: int
-    converged: bool
-    raw_sum: float = 1.0
-
-    def as_dict(self) -> dict:
-        """The fields as a plain ``dict`` (for tidy result rows)."""
-        return asdict(self)
-
 
 # --------------------------------------------------------------------------- registry
 
@@ -178,96 +140,6 @@ def make_estimator(id: str, **params) -> "PriorEstimatorBase":
         raise TypeError(f"make_estimator({id!r}): {e}") from None
 
 
-# --------------------------------------------------------------------------- base class
-
-
-def _normalise(log_q: torch.Tensor) -> torch.Tensor:
-    return log_q - torch.logsumexp(log_q, dim=0)
-
-
-class PriorEstimatorBase:
-    """Common contract: ``fit(logits, labels=None) -> self``; see the module docstring.
-
-    Subclasses set the class attributes and implement ``_fit(z, y, temperature)``, which
-    receives checked float logits already divided by the temperature and labels (or
-    ``None``), and returns ``(log_q, Diagnostics)`` with ``log_q`` possibly unnormalised.
-    Label-free estimators ignore ``labels`` (as scikit-learn's unsupervised estimators
-    ignore ``y``); a labelled estimator raises when they are missing.
-    """
-
-    id: str = ""
-    name: str = ""
-    requires_labels: bool = True
-    estimates: str = MODEL_PRIOR
-    description: str = ""
-
-    temperature: float | str = 1.0
-
-    def _resolve_temperature(self, z: torch.Tensor, y: torch.Tensor | None) -> float:
-        t = self.temperature
-        if isinstance(t, str):
-            if t != "search":
-                raise ValueError(f"temperature: expected a positive number or 'search', got {t!r}")
-            if y is None:
-                raise ValueError(f"temperature='search' needs labels (confidence is matched to accuracy); "
-                                 f"{self.id!r} is fitted without labels: give a number")
-            return search_temperature(z, y)
-        t = float(t)
-        if not (t > 0 and math.isfinite(t)):
-            raise ValueError(f"temperature: expected a positive number or 'search', got {t}")
-        return t
-
-    def fit(self, logits: ArrayLike, labels: ArrayLike | None = None) -> "PriorEstimatorBase":
-        """Estimate from zero-shot ``logits`` (N, K) and, if required, ``labels`` (N,).
-
-        Returns
-        -------
-        self
-            With ``log_prior_`` (normalised), ``prior_``, ``temperature_``,
-            ``diagnostics_`` and ``n_classes_`` set.
-        """
-        z = check_logits(logits)
-        if not torch.is_floating_point(z) or z.dtype in (torch.float16, torch.bfloat16):
-            z = z.to(torch.float32)
-        y = None
-        if self.requires_labels:
-            if labels is None:
-                raise ValueError(f"labels: estimator {self.id!r} needs the labels of the estimation set")
-            y = check_labels(labels, z.shape[0], z.shape[1]).to(z.device)
-            counts = torch.bincount(y, minlength=z.shape[1])
-            missing = torch.nonzero(counts == 0).flatten()
-            if missing.numel():
-                raise ValueError(
-                    f"labels: every class needs at least one example in the estimation set; "
-                    f"{missing.numel()} of {z.shape[1]} classes have none (first: {missing[:10].tolist()})")
-        temperature = self._resolve_temperature(z, y)
-        log_q, diag = self._fit(z, y, temperature)
-        log_q = log_q.to(torch.float64)
-        self.log_prior_ = _normalise(log_q)
-        self.prior_ = self.log_prior_.exp()
-        self.temperature_ = temperature
-        self.diagnostics_ = diag
-        self.n_classes_ = z.shape[1]
-        return self
-
-    def _fit(self, z, y, temperature):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def debias(self, logits: ArrayLike) -> torch.Tensor:
-        """Debiased logits ``logits / temperature_ - log_prior_`` (float64)."""
-        from .adjust import debias
-
-        return debias(logits, self.log_prior_, temperature=self.temperature_)
-
-    def get_params(self) -> dict:
-        """The settings given to ``__init__`` (scikit-learn's ``get_params``)."""
-        return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({params})"
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -333,43 +205,7 @@ def _stationary(C: torch.Tensor) -> tuple[torch.Tensor, float]:
 # --------------------------------------------------------------------------- estimators
 
 
-@register_estimator
-class ExactEstimator(PriorEstimatorBase):
-    """The paper's estimator (Zhu et al., NeurIPS 2023, section 4.2), solved exactly.
-
-    Minimises the mean cross-entropy of ``z / T - log q`` over the simplex on a labelled
-    class-balanced set; a wrapper of :class:`gla.PriorEstimator` (damped Newton).
-
-    Parameters
-    ----------
-    temperature : float or "search"
-        Logits are divided by it; ``"search"`` matches mean confidence to accuracy like the
-        official code (``zero_shot.py``'s temperature search). Default 1.0.
-    balance : bool
-        Give every class the same total weight (default True).
-    tol, max_iter
-        Stop when the largest moment residual is below ``tol``; at most ``max_iter``
-        Newton iterations.
-    """
-
-    id = "exact"
-    name = "exact (paper's objective)"
-    requires_labels = True
-    estimates = MODEL_PRIOR
-    description = "The paper's cross-entropy objective over the simplex, solved exactly (Newton)."
-
-    def __init__(self, temperature: float | str = 1.0, balance: bool = True, tol: float = 1e-9,
-                 max_iter: int = 100):
-        self.temperature = temperature
-        self.balance = balance
-        self.tol = tol
-        self.max_iter = max_iter
-
-    def _fit(self, z, y, temperature):
-        est = PriorEstimator(temperature=temperature, balance=self.balance, tol=self.tol,
-                             max_iter=self.max_iter).fit(z, y)
-        self.n_matvec_ = est.n_matvec_
-        return est.log_prior_, Diagnostics(est.objective_, est.grad_norm_, est.n_iter_, bool(est.converged_))
+ExactEstimator = register_estimator(PriorEstimator)
 
 
 @register_estimator
@@ -403,7 +239,7 @@ class OfficialEstimator(PriorEstimatorBase):
         zt = z / temperature
         raw = official_lagrangian_prior(zt, y, n_steps=int(self.n_steps), lr=self.lr).to(torch.float64)
         k = z.shape[1]
-        lq = _normalise(raw)
+        lq = normalise(raw)
         w = torch.full((z.shape[0],), 1.0 / z.shape[0], dtype=torch.float64, device=z.device)
         adj = zt.to(torch.float64) - lq
         lse = torch.logsumexp(adj, dim=1)
@@ -644,6 +480,6 @@ class EMEstimator(PriorEstimatorBase):
     def _fit(self, z, y, temperature):
         zt = (z / temperature).to(torch.float64)
         log_pi = em_prior(zt, n_iter=int(self.n_iter), tol=self.tol)
-        nxt = _normalise(torch.log(torch.softmax(zt + log_pi, dim=1).mean(0).clamp_min(1e-300)))
+        nxt = normalise(torch.log(torch.softmax(zt + log_pi, dim=1).mean(0).clamp_min(1e-300)))
         change = float((nxt - log_pi).abs().max())
         return log_pi, Diagnostics(float("nan"), change, -1, change < self.tol)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from .cache import atomic_save, cache_key, safe_load
 from .loading import autocast, make_loader, resolve_precision
@@ -106,8 +107,6 @@ def cached_features(backbone, dataset, *, cache_dir: str | os.PathLike, batch_si
     torch.Tensor
         ``(N, D)`` float32 features on the CPU, in the dataset's order.
     """
-    from tqdm import tqdm
-
     prec = resolve_precision(precision, backbone.device)
     path = features_path(backbone, dataset, cache_dir, precision=prec)
     done = safe_load(path)

@@ -6,6 +6,9 @@ for tests. End-to-end fine-tuning saves a resumable state every epoch, so a stop
 continues where it stopped and ends with the weights of an uninterrupted one. End-to-end fine-tuning runs under
 ``torchrun`` (DDP) unchanged: when a process group is initialised the model is wrapped
 in ``DistributedDataParallel`` and the data is sharded with a ``DistributedSampler``.
+
+torchvision is imported inside the functions that build image transforms: it takes seconds
+to import, and ``import gla`` and the tensor-image world do not need it.
 """
 
 from __future__ import annotations
@@ -20,14 +23,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, RandomSampler, Sampler
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
 
 from .cache import atomic_save, safe_load
-from .loading import autocast, make_loader, resolve_precision
+from .loading import autocast, make_loader, resolve_num_workers, resolve_precision
 
 
 class ImageClassifier(nn.Module):
@@ -119,7 +127,7 @@ class _TensorRandomResizedCrop:
         self.scale, self.ratio = scale, ratio
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        from torchvision.transforms import RandomResizedCrop
+        from torchvision.transforms import RandomResizedCrop  # torchvision: see build_train_transform
         from torchvision.transforms import functional as F
 
         i, j, h, w = RandomResizedCrop.get_params(img, list(self.scale), list(self.ratio))
@@ -152,7 +160,7 @@ def build_train_transform(preprocess: Callable | None, kind: str = "wise-ft") ->
         for tensor images the crop is resized back to the image's own size, then
         ``preprocess`` runs unchanged.
     """
-    from torchvision import transforms as T
+    from torchvision import transforms as T  # seconds to import: only where an image transform is built
 
     if kind not in TRAIN_TRANSFORMS:
         raise ValueError(f"train_transform: expected one of {TRAIN_TRANSFORMS}, got {kind!r}")
@@ -248,8 +256,6 @@ def cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
 
 
 def _distributed() -> tuple[bool, int, int]:
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return True, dist.get_rank(), dist.get_world_size()
     return False, 0, 1
@@ -267,8 +273,6 @@ def distributed_from_env(device: str = "cpu") -> Iterator[str]:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         yield device
         return
-    import torch.distributed as dist
-
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.startswith("cuda"):
         torch.cuda.set_device(local_rank)
@@ -331,109 +335,32 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
     rank 0 writes files. Random augmentations are seeded per (seed, epoch, image), so the
     number of loader workers does not change the result.
     """
-    from tqdm import tqdm
-
-    if cfg.loss not in ("ce", "la"):
-        raise ValueError(f"loss: expected 'ce' or 'la', got {cfg.loss!r}")
-    if cfg.loss == "la" and log_source_prior is None:
-        raise ValueError("log_source_prior: the logit-adjusted loss needs the training label prior (log p_s)")
-    if cfg.train_transform not in TRAIN_TRANSFORMS:
-        raise ValueError(f"train_transform: expected one of {TRAIN_TRANSFORMS}, got {cfg.train_transform!r}")
+    _check_recipe(cfg, log_source_prior)
     device = torch.device(device)
     cfg = cfg.resolved(device)
-    prec = cfg.precision
     torch.manual_seed(cfg.seed)
     distributed, rank, world_size = _distributed()
-    if cfg.train_transform != "none":
-        if not hasattr(train, "transform"):
-            raise ValueError(f"train: train_transform={cfg.train_transform!r} needs a dataset with a 'transform' "
-                             "attribute (the backbone's preprocess), e.g. gla.data.LabelledImages; pass "
-                             "FinetuneConfig(train_transform='none') to use the data as they are")
-        train = copy.copy(train)
-        train.transform = build_train_transform(train.transform, cfg.train_transform)
+    train = _with_train_transform(train, cfg)
     model = model.to(device)
-    net: nn.Module = model
-    if distributed:
-        from torch.nn.parallel import DistributedDataParallel
-        from torch.utils.data.distributed import DistributedSampler
-
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if distributed else model
     g = torch.Generator().manual_seed(cfg.seed)
-    base: Sampler = DistributedSampler(train, shuffle=True, seed=cfg.seed) if distributed else \
-        RandomSampler(range(len(train)), generator=g)
-    sampler = _EpochSampler(base, len(train))
-    loader = make_loader(_SeededImages(train, cfg.seed), batch_size=max(1, cfg.batch_size // world_size),
-                         sampler=sampler, device=device, num_workers=_workers(cfg.num_workers, train))
-    head_params = list(model.head.parameters())
-    head_ids = {id(p) for p in head_params}
-    body = [p for p in model.parameters() if id(p) not in head_ids]
-    opt = torch.optim.AdamW([{"params": body, "lr_mult": 1.0},
-                             {"params": head_params, "lr_mult": cfg.head_lr_mult}],
-                            lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=prec == "fp16")
-    total = cfg.epochs * len(loader)
-    adjust = None if cfg.loss == "ce" else (cfg.la_tau * log_source_prior.to(device).float())
-    history: list[dict] = []
-    step, start = 0, 0
+    run = _Training.start(cfg, device, model, net, train, g, distributed=distributed, world_size=world_size,
+                          log_source_prior=log_source_prior)
     state_file = resume_path(checkpoint) if checkpoint is not None else None
     settings = {"recipe": cfg.identity(device), "n_train": len(train), "world_size": world_size}
-    if state_file is not None and resume:
-        state = safe_load(state_file)
-        if isinstance(state, dict) and state.get("settings") == settings:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
-            step, start, history = state["step"], state["epoch"], list(state["history"])
-            _set_rng_state(state["rng"], g)
-        elif state is not None:
-            warnings.warn(f"{state_file}: a resumable state of another recipe or dataset; starting afresh",
-                          stacklevel=2)
-    lr = cosine_lr(step, total, cfg.warmup_steps, cfg.lr)
-    for epoch in range(start, cfg.epochs):
-        sampler.set_epoch(epoch)
-        net.train()
-        running, n_seen = torch.zeros((), device=device), 0  # summed on the device: no sync per step
-        for images, labels in tqdm(loader, desc=f"fine-tune epoch {epoch + 1}/{cfg.epochs}",
-                                   disable=not progress or rank != 0, leave=False):
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            lr = cosine_lr(step, total, cfg.warmup_steps, cfg.lr)
-            for group in opt.param_groups:
-                group["lr"] = lr * group["lr_mult"]
-            with autocast(prec, device):
-                logits = net(images)
-                if adjust is not None:
-                    logits = logits + adjust
-                loss = nn.functional.cross_entropy(logits.float(), labels)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            running += loss.detach() * len(labels)
-            n_seen += len(labels)
-            step += 1
-        if distributed:  # the mean over all processes, so every rank keeps the same history
-            import torch.distributed as dist
-
-            totals = torch.stack([running.double(), torch.tensor(float(n_seen), device=device, dtype=torch.float64)])
-            dist.all_reduce(totals)
-            running, n_seen = totals[0], int(totals[1])
-        record = {"epoch": epoch + 1, "train_loss": float(running) / max(1, n_seen), "lr": lr,
-                  "world_size": world_size}
+    history = run.resume(state_file, settings, g) if state_file is not None and resume else []
+    for epoch in range(run.epoch, cfg.epochs):
+        record = {"epoch": epoch + 1, "train_loss": run.train_epoch(epoch, show=progress and rank == 0),
+                  "lr": run.lr, "world_size": world_size}
         if on_epoch_end is not None:
             model.eval()
             record.update(on_epoch_end(epoch + 1, model) or {})
         history.append({k: _plain(v) for k, v in record.items()})
         if state_file is not None and epoch + 1 < cfg.epochs:
             if rank == 0:
-                atomic_save({"settings": settings, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                             "scaler": scaler.state_dict(), "step": step, "epoch": epoch + 1,
-                             "history": history, "rng": _rng_state(g)}, state_file)
+                atomic_save(run.state(settings, history, g), state_file)
             if distributed:
-                import torch.distributed as dist
-
                 dist.barrier()
     model.eval()
     if checkpoint is not None and rank == 0:
@@ -441,10 +368,133 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
         if state_file is not None:
             state_file.unlink(missing_ok=True)
     if distributed:
-        import torch.distributed as dist
-
         dist.barrier()  # every process sees the checkpoint before going on
     return model, history
+
+
+def _check_recipe(cfg: FinetuneConfig, log_source_prior: torch.Tensor | None) -> None:
+    if cfg.loss not in ("ce", "la"):
+        raise ValueError(f"loss: expected 'ce' or 'la', got {cfg.loss!r}")
+    if cfg.loss == "la" and log_source_prior is None:
+        raise ValueError("log_source_prior: the logit-adjusted loss needs the training label prior (log p_s)")
+    if cfg.train_transform not in TRAIN_TRANSFORMS:
+        raise ValueError(f"train_transform: expected one of {TRAIN_TRANSFORMS}, got {cfg.train_transform!r}")
+
+
+def _with_train_transform(train: Dataset, cfg: FinetuneConfig) -> Dataset:
+    """``train`` read through the recipe's training transform (a shallow copy; ``train`` is not changed)."""
+    if cfg.train_transform == "none":
+        return train
+    if not hasattr(train, "transform"):
+        raise ValueError(f"train: train_transform={cfg.train_transform!r} needs a dataset with a 'transform' "
+                         "attribute (the backbone's preprocess), e.g. gla.data.LabelledImages; pass "
+                         "FinetuneConfig(train_transform='none') to use the data as they are")
+    train = copy.copy(train)
+    train.transform = build_train_transform(train.transform, cfg.train_transform)
+    return train
+
+
+@dataclass
+class _Training:
+    """One fine-tuning run: what every epoch uses, and where it stands (``step``, ``epoch``, ``lr``)."""
+
+    cfg: FinetuneConfig
+    device: torch.device
+    model: ImageClassifier
+    net: nn.Module  # the model, or its DistributedDataParallel wrapper
+    loader: Any
+    sampler: _EpochSampler
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    adjust: torch.Tensor | None  # tau * log p_s for the logit-adjusted loss
+    distributed: bool
+    step: int = 0
+    epoch: int = 0
+    lr: float = 0.0
+
+    @classmethod
+    def start(cls, cfg: FinetuneConfig, device: torch.device, model: ImageClassifier, net: nn.Module,
+              train: Dataset, g: torch.Generator, *, distributed: bool, world_size: int,
+              log_source_prior: torch.Tensor | None) -> _Training:
+        """Sampler, loader (the global batch split over the processes), AdamW with the head's
+        own learning-rate multiplier, and the loss scaler of fp16."""
+        base: Sampler = DistributedSampler(train, shuffle=True, seed=cfg.seed) if distributed else \
+            RandomSampler(range(len(train)), generator=g)
+        sampler = _EpochSampler(base, len(train))
+        loader = make_loader(_SeededImages(train, cfg.seed), batch_size=max(1, cfg.batch_size // world_size),
+                             sampler=sampler, device=device, num_workers=resolve_num_workers(cfg.num_workers, train))
+        head_params = list(model.head.parameters())
+        head_ids = {id(p) for p in head_params}
+        body = [p for p in model.parameters() if id(p) not in head_ids]
+        opt = torch.optim.AdamW([{"params": body, "lr_mult": 1.0},
+                                 {"params": head_params, "lr_mult": cfg.head_lr_mult}],
+                                lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        adjust = None if cfg.loss == "ce" else (cfg.la_tau * log_source_prior.to(device).float())
+        run = cls(cfg, device, model, net, loader, sampler, opt, scaler, adjust, distributed)
+        run.lr = cosine_lr(0, run.total, cfg.warmup_steps, cfg.lr)
+        return run
+
+    @property
+    def total(self) -> int:
+        """Optimiser steps of the whole run."""
+        return self.cfg.epochs * len(self.loader)
+
+    def resume(self, state_file: Path, settings: dict, g: torch.Generator) -> list[dict]:
+        """Continue from the resumable state of the same recipe and data, if any; the history so far."""
+        state = safe_load(state_file)
+        if isinstance(state, dict) and state.get("settings") == settings:
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.step, self.epoch = state["step"], state["epoch"]
+            _set_rng_state(state["rng"], g)
+            self.lr = cosine_lr(self.step, self.total, self.cfg.warmup_steps, self.cfg.lr)
+            return list(state["history"])
+        if state is not None:
+            warnings.warn(f"{state_file}: a resumable state of another recipe or dataset; starting afresh",
+                          stacklevel=3)
+        return []
+
+    def state(self, settings: dict, history: list[dict], g: torch.Generator) -> dict:
+        """The resumable state after the current epoch (model, optimiser, scaler, step, RNGs)."""
+        return {"settings": settings, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scaler": self.scaler.state_dict(), "step": self.step, "epoch": self.epoch, "history": history,
+                "rng": _rng_state(g)}
+
+    def train_epoch(self, epoch: int, *, show: bool) -> float:
+        """One epoch; returns the mean training loss (over every process under DDP)."""
+        cfg, device = self.cfg, self.device
+        self.sampler.set_epoch(epoch)
+        self.net.train()
+        running, n_seen = torch.zeros((), device=device), 0  # summed on the device: no sync per step
+        for images, labels in tqdm(self.loader, desc=f"fine-tune epoch {epoch + 1}/{cfg.epochs}", disable=not show,
+                                   leave=False):
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            self.lr = cosine_lr(self.step, self.total, cfg.warmup_steps, cfg.lr)
+            for group in self.opt.param_groups:
+                group["lr"] = self.lr * group["lr_mult"]
+            with autocast(cfg.precision, device):
+                logits = self.net(images)
+                if self.adjust is not None:
+                    logits = logits + self.adjust
+                loss = nn.functional.cross_entropy(logits.float(), labels)
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                self.scaler.unscale_(self.opt)
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            running += loss.detach() * len(labels)
+            n_seen += len(labels)
+            self.step += 1
+        if self.distributed:  # the mean over all processes, so every rank keeps the same history
+            totals = torch.stack([running.double(), torch.tensor(float(n_seen), device=device, dtype=torch.float64)])
+            dist.all_reduce(totals)
+            running, n_seen = totals[0], int(totals[1])
+        self.epoch = epoch + 1
+        return float(running) / max(1, n_seen)
 
 
 def _plain(value):
@@ -452,12 +502,6 @@ def _plain(value):
     if isinstance(value, (np.generic, torch.Tensor)) and getattr(value, "ndim", 0) == 0:
         return value.item()
     return value
-
-
-def _workers(num_workers: int | None, train: Dataset) -> int:
-    from .loading import resolve_num_workers
-
-    return resolve_num_workers(num_workers, train)
 
 
 @torch.no_grad()
@@ -469,8 +513,6 @@ def predict(model: nn.Module, data: Dataset, *, batch_size: int = 512, device: s
     ``num_workers`` and ``precision`` as in :func:`gla.loading.make_loader` and
     :func:`gla.loading.autocast` (None: automatic; fp32 on the CPU, fp16 on CUDA).
     """
-    from tqdm import tqdm
-
     device = torch.device(device)
     prec = resolve_precision(precision, device)
     model.eval().to(device)

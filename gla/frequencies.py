@@ -35,6 +35,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .cache import atomic_write_text
+
 FORMATS = ("json", "tsv", "metrics")
 METRICS_COUNT_FIELDS = ("relevant_total", "actual_freq", "freq")
 
@@ -195,8 +197,6 @@ def write_concept_counts(path: str | os.PathLike, classnames: Sequence[str], cou
                          fmt: str) -> Path:
     """Write counts in one of the published formats (atomically); used for the world's own
     counts and for test fixtures."""
-    from .cache import atomic_write_text
-
     if fmt not in FORMATS:
         raise ValueError(f"fmt: expected one of {FORMATS}, got {fmt!r}")
     counts = [float(c) for c in (counts.tolist() if isinstance(counts, torch.Tensor) else counts)]

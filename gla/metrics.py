@@ -1,4 +1,8 @@
-"""Metrics: accuracy, per-class accuracy, group breakdowns and calibration."""
+"""Metrics: accuracy, per-class accuracy, group breakdowns and calibration.
+
+``scipy.stats`` is imported inside the two correlation functions only: it is slow to import
+and nothing else here needs it.
+"""
 
 from __future__ import annotations
 
@@ -259,6 +263,4 @@ def linear_correlation(a: ArrayLike, b: ArrayLike) -> float:
 
 
 def _as_numpy(a: ArrayLike):
-    import numpy as np
-
     return a.detach().cpu().double().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, dtype=float)

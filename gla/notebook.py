@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .cache import default_cache_dir
 from .finetune import FinetuneConfig
 from .protocols import PAPER_PROMPTS, PromptRecipe, ProtocolSettings, RunConfig
 
@@ -187,7 +188,7 @@ def context(backbone: str = "gla-world-tiny", pretrained: str | None = "world", 
     """
     from .backbones import backbone_provider
 
-    cache = Path(cache_dir or os.environ.get("GLA_CACHE_DIR", ".gla_cache")).resolve()
+    cache = Path(cache_dir or default_cache_dir()).resolve()
     out = None if output_dir is None else Path(output_dir).resolve()
     settings = ProtocolSettings(protocol=protocol, templates=templates, source_prior=source_prior,
                                 prior_file=prior_file)

@@ -20,14 +20,13 @@ from typing import Any
 
 import pandas as pd
 
+from .book_source import find_source_dir
 from .report import published
 
 
 def book_chapters() -> list[str]:
     """The notebook chapters in the order of the book's table of contents (``book/_toc.yml``)."""
     import yaml
-
-    from .book import find_source_dir
 
     toc = yaml.safe_load((find_source_dir("book") / "_toc.yml").read_text())
     files = [c["file"] for part in toc.get("parts", []) for c in part.get("chapters", [])]

@@ -13,6 +13,7 @@ package's own plug-ins (:data:`BUILTIN_PLUGINS`) are loaded instead.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from collections.abc import Callable
 from typing import Any
 
@@ -38,9 +39,7 @@ def plugin_commands() -> list[Callable[..., Any]]:
 
 
 def _plugin_entry_points() -> list[Any]:
-    from importlib.metadata import entry_points
-
-    return list(entry_points(group=PLUGIN_GROUP))
+    return list(importlib.metadata.entry_points(group=PLUGIN_GROUP))
 
 
 def load_plugins() -> list[str]:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from ._validation import ArrayLike, check_labels, check_logits
-from .temperature import search_temperature
+from .base import MODEL_PRIOR, Diagnostics, PriorEstimatorBase
 
 __all__ = [
     "PriorEstimator",
@@ -192,12 +192,15 @@ def newton_cg(prob, theta: torch.Tensor, tol: float, max_iter: int) -> _Result:
     return _Result(theta, f, gnorm, it, n_mv, gnorm <= tol)
 
 
-class PriorEstimator:
+class PriorEstimator(PriorEstimatorBase):
     """Estimate the label prior of a zero-shot model (the paper's estimator, solved exactly).
 
-    Follows scikit-learn's conventions: settings go to ``__init__``, :meth:`fit` learns
-    from data and returns the estimator, and what was learned is an attribute with a
-    trailing underscore.
+    Minimises the mean cross-entropy of ``z / T - log q`` over the simplex on a labelled
+    class-balanced set (Zhu et al., NeurIPS 2023, section 4.2) by damped Newton; registered
+    as ``"exact"`` in :mod:`gla.estimators`. Follows the contract of
+    :class:`gla.base.PriorEstimatorBase` (scikit-learn's conventions): settings go to
+    ``__init__``, :meth:`fit` learns from data and returns the estimator, and what was
+    learned is an attribute with a trailing underscore.
 
     Parameters
     ----------
@@ -227,19 +230,24 @@ class PriorEstimator:
         ``exp(log_prior_)``.
     temperature_ : float
         Temperature that was used.
-    objective_ : float
-        Weighted mean cross-entropy of ``logits / T - log_prior_`` at the answer.
-    grad_norm_ : float
-        Largest absolute moment residual (the gradient's max-norm) at the answer.
-    n_iter_ : int
-        Newton iterations used.
+    diagnostics_ : gla.base.Diagnostics
+        ``objective`` (weighted mean cross-entropy of ``logits / T - log_prior_`` at the
+        answer), ``grad_norm`` (largest absolute moment residual, the gradient's max-norm),
+        ``n_iter`` (Newton iterations) and ``converged`` (``grad_norm <= tol``); also read
+        as ``objective_``, ``grad_norm_``, ``n_iter_`` and ``converged_``.
     n_matvec_ : int
         Matrix-vector products with the ``N x K`` matrix (the cost unit).
-    converged_ : bool
-        Whether ``grad_norm_ <= tol``.
     n_classes_ : int
         ``K``.
+    class_counts_ : (K,) tensor
+        Labelled examples per class.
     """
+
+    id = "exact"
+    name = "exact (paper's objective)"
+    requires_labels = True
+    estimates = MODEL_PRIOR
+    description = "The paper's cross-entropy objective over the simplex, solved exactly (Newton)."
 
     def __init__(self, temperature: float | str = 1.0, balance: bool = True, tol: float = 1e-9,
                  max_iter: int = 100):
@@ -248,58 +256,14 @@ class PriorEstimator:
         self.tol = tol
         self.max_iter = max_iter
 
-    def fit(self, logits: ArrayLike, labels: ArrayLike) -> "PriorEstimator":
-        """Estimate the prior from zero-shot ``logits`` (N, K) and ``labels`` (N,).
-
-        Every class must have at least one example: a class never seen gives no
-        information about its prior, and the optimum would put it at infinity.
-        """
-        z = check_logits(logits)
-        y = check_labels(labels, z.shape[0], z.shape[1])
+    def _fit(self, z: torch.Tensor, y: torch.Tensor, temperature: float) -> tuple[torch.Tensor, Diagnostics]:
         k = z.shape[1]
-        counts = torch.bincount(y, minlength=k)
-        missing = torch.nonzero(counts == 0).flatten()
-        if missing.numel():
-            raise ValueError(
-                f"labels: every class needs at least one example in the estimation set; "
-                f"{missing.numel()} of {k} classes have none (first: {missing[:10].tolist()})"
-            )
-        if self.temperature == "search":
-            temperature = search_temperature(z, y)
-        elif isinstance(self.temperature, str):
-            raise ValueError(f"temperature: expected a positive number or 'search', got {self.temperature!r}")
-        else:
-            temperature = float(self.temperature)
-            if not (temperature > 0 and math.isfinite(temperature)):
-                raise ValueError(f"temperature: expected a positive number or 'search', got {temperature}")
-        if not torch.is_floating_point(z) or z.dtype in (torch.float16, torch.bfloat16):
-            z = z.to(torch.float32)
-        w = class_weights(y.to(z.device), k, self.balance)
-        prob = _Problem(z, y.to(z.device), w, temperature)
-        res = newton_cg(prob, torch.zeros(k, dtype=torch.float64, device=z.device), self.tol,
-                         self.max_iter)
-        log_prior = res.theta - torch.logsumexp(res.theta, dim=0)
-        self.log_prior_ = log_prior
-        self.prior_ = log_prior.exp()
-        self.temperature_ = temperature
-        self.objective_ = res.objective
-        self.grad_norm_ = res.grad_norm
-        self.n_iter_ = res.n_iter
+        w = class_weights(y, k, self.balance)
+        res = newton_cg(_Problem(z, y, w, temperature), torch.zeros(k, dtype=torch.float64, device=z.device),
+                        self.tol, self.max_iter)
         self.n_matvec_ = res.n_matvec
-        self.converged_ = res.converged
-        self.n_classes_ = k
-        self.class_counts_ = counts
-        return self
-
-    def debias(self, logits: ArrayLike) -> torch.Tensor:
-        """Debiased logits ``logits / temperature_ - log_prior_`` (float64)."""
-        from .adjust import debias  # local import: adjust imports nothing from here
-
-        return debias(logits, self.log_prior_, temperature=self.temperature_)
-
-    def __repr__(self) -> str:
-        return (f"PriorEstimator(temperature={self.temperature!r}, balance={self.balance}, "
-                f"tol={self.tol}, max_iter={self.max_iter})")
+        self.class_counts_ = torch.bincount(y, minlength=k)
+        return res.theta, Diagnostics(res.objective, res.grad_norm, res.n_iter, bool(res.converged))
 
 
 def estimate_log_prior(logits: ArrayLike, labels: ArrayLike, *, temperature: float | str = 1.0,

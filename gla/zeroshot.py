@@ -1,4 +1,7 @@
-"""Zero-shot heads and image features from a :class:`gla.backbones.Backbone`."""
+"""Zero-shot heads and image features from a :class:`gla.backbones.Backbone`.
+
+open_clip (the tokenizer's fallback) is imported where it is used, as in :mod:`gla.backbones`.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +11,27 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from .backbones import Backbone
 from .cache import atomic_save, cache_key, safe_load
 from .data.templates import prompt_classname
+from .features import backbone_identity
 from .loading import autocast, resolve_precision
+
+#: Part of the zero-shot heads' cache key ("v"): bump it when the head computed for the same
+#: backbone, class names, templates and precision changes, so that old heads are not reused.
+#: 2: "_" in class names became " " in every prompt.
+HEAD_CACHE_FORMAT = 2
 
 
 def zero_shot_head_path(backbone: Backbone, classnames: Sequence[str], templates: Sequence[str],
                         cache_dir: str | os.PathLike, *, precision: str | None = None) -> Path:
     """Where :func:`zero_shot_head` caches the head: keyed by the backbone's identity (model,
     weights, dtype), the class names in order, the templates and the autocast precision."""
-    from .features import backbone_identity
-
     prec = resolve_precision(precision, backbone.device)
     key = cache_key({"backbone": backbone_identity(backbone), "classnames": list(classnames),
-                     "templates": list(templates), "precision": prec, "v": 2})  # v2: "_" -> " " in prompts
+                     "templates": list(templates), "precision": prec, "v": HEAD_CACHE_FORMAT})
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", backbone.name)  # e.g. hf-hub:org/model
     return Path(cache_dir) / "heads" / f"{stem}-{len(classnames)}-{key}.pt"
 
@@ -95,8 +103,6 @@ def image_features(backbone: Backbone, images: torch.Tensor, *, batch_size: int 
                    progress: bool = False, precision: str | None = None) -> torch.Tensor:
     """Normalised features ``(N, D)`` of a tensor of images in [0, 1] (the world's format), on
     the CPU, encoded under autocast at ``precision`` (None: fp32 on the CPU, fp16 on CUDA)."""
-    from tqdm import tqdm
-
     prec = resolve_precision(precision, backbone.device)
     out = []
     for i in tqdm(range(0, images.shape[0], batch_size), disable=not progress, desc="features"):

@@ -103,3 +103,13 @@ def test_wise_ft_bad_inputs():
         gla.interpolate_state_dicts(a, {"w": torch.zeros(3, 2), "b": torch.zeros(2)}, 0.5)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         gla.interpolate_state_dicts(a, a, -0.1)
+
+
+def test_interpolation_follows_the_fine_tuned_weights_device():
+    # The many-shot protocol keeps the zero-shot model where the backbone loaded and the
+    # fine-tuned one where it trained; on a GPU the two differ (found on CUDA). A 'meta'
+    # tensor stands in for a GPU one here.
+    from gla.adjust import interpolate_state_dicts
+
+    out = interpolate_state_dicts({"w": torch.ones(2)}, {"w": torch.ones(2, device="meta")}, 0.5)
+    assert out["w"].device.type == "meta"

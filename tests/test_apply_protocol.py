@@ -17,7 +17,7 @@ from gla.apply import apply_protocol, protocol_settings
 from gla.cli import main
 from gla.errors import UsageError
 from gla.estimators import make_estimator
-from gla.protocols import COLUMNS, Outputs, ProtocolSettings, fit_prior
+from gla.protocols import COLUMNS, Method, Outputs, ProtocolSettings, fit_prior
 from gla.temperature import search_temperature, search_temperature_official
 from tests.conftest import planted_logits
 
@@ -54,15 +54,15 @@ def test_paper_uses_the_official_solver_and_search(logits):
     assert torch.allclose(fit.log_prior.double(), est.log_prior_, atol=1e-6)
     assert float(fit.log_prior.double().exp().sum()) == pytest.approx(1.0, abs=1e-6)  # normalised q
     assert est.diagnostics_.raw_sum != pytest.approx(1.0, abs=1e-6)  # the raw q is not
-    assert rows.loc["GLA", "prior_sum"] == pytest.approx(est.diagnostics_.raw_sum)
-    assert rows.loc["GLA", "prior_grad_norm"] == pytest.approx(est.diagnostics_.grad_norm)
+    assert rows.loc[Method.GLA, "prior_sum"] == pytest.approx(est.diagnostics_.raw_sum)
+    assert rows.loc[Method.GLA, "prior_grad_norm"] == pytest.approx(est.diagnostics_.grad_norm)
     # exactly what the protocols' fit_prior gives on the same inputs
     same = fit_prior(Outputs(d["zs_val"], d["labels_val"], "val"), ProtocolSettings(protocol="paper"),
                      temperature=t_zs.temperature, temperature_converged=t_zs.converged)
     assert torch.equal(fit.log_prior, same.log_prior) and fit.columns() == same.columns()
     want = gla_logits(d["zs"], d["ft"], est.log_prior_, zs_temperature=t_zs.temperature,
                       ft_temperature=t_ft.temperature).argmax(1).eq(d["labels"]).double().mean()
-    assert rows.loc["GLA", "top1"] == pytest.approx(float(want))
+    assert rows.loc[Method.GLA, "top1"] == pytest.approx(float(want))
     assert set(rows["protocol"]) == {"paper"} and set(rows["prior_source"]) == {"official"}
     assert set(rows["experiment"]) == {"few-shot"}
 
@@ -72,12 +72,12 @@ def test_exact_uses_the_exact_prior_and_bisection(logits):
     df = _few_shot(d, ProtocolSettings(protocol="exact"))
     t_zs, t_ft = search_temperature(d["zs_val"], d["labels_val"]), search_temperature(d["ft_val"], d["labels_val"])
     rows = df.set_index("method")
-    assert rows.loc["GLA", "t_zs"] == pytest.approx(t_zs, abs=1e-12)
-    assert rows.loc["GLA", "t_ft"] == pytest.approx(t_ft, abs=1e-12)
-    assert bool(rows.loc["GLA", "t_zs_converged"]) and bool(rows.loc["GLA", "t_ft_converged"])
-    est = make_estimator("exact", temperature=rows.loc["GLA", "t_zs"]).fit(d["zs_val"], d["labels_val"])
+    assert rows.loc[Method.GLA, "t_zs"] == pytest.approx(t_zs, abs=1e-12)
+    assert rows.loc[Method.GLA, "t_ft"] == pytest.approx(t_ft, abs=1e-12)
+    assert bool(rows.loc[Method.GLA, "t_zs_converged"]) and bool(rows.loc[Method.GLA, "t_ft_converged"])
+    est = make_estimator("exact", temperature=rows.loc[Method.GLA, "t_zs"]).fit(d["zs_val"], d["labels_val"])
     assert torch.allclose(df.attrs["prior"].log_prior.double(), est.log_prior_, atol=1e-6)
-    assert rows.loc["GLA", "prior_grad_norm"] < 1e-8
+    assert rows.loc[Method.GLA, "prior_grad_norm"] < 1e-8
     assert set(rows["protocol"]) == {"exact"} and set(rows["prior_source"]) == {"exact"}
 
 
@@ -91,7 +91,7 @@ def test_many_shot_estimates_at_temperature_one_and_the_protocols_differ(logits)
         q[p] = df.attrs["prior"].log_prior.double()
         assert torch.allclose(q[p], est.log_prior_, atol=1e-6)
         assert set(df["prior_temperature"]) == {1.0} and set(df["protocol"]) == {p}
-        assert "t_zs" not in df.columns
+        assert df["t_zs"].isna().all()  # a protocol's columns, empty where the experiment has no value
     assert (q["paper"] - q["exact"]).abs().max() > 1e-2
 
 
@@ -100,6 +100,50 @@ def test_rows_name_the_fit_as_the_protocols_do(logits):
     named = {"protocol", "prior_source", "prior_objective", "prior_grad_norm", "prior_sum", "t_zs", "t_zs_converged",
              "t_ft", "t_ft_converged", "split", "method", "top1", "top5", "head", "medium", "tail", "ece"}
     assert named <= set(df.columns) and named <= set(COLUMNS)
+
+
+def test_claims_and_the_books_tables_read_apply_rows_as_a_protocols(logits, tmp_path):
+    """``gla apply`` writes a protocol's table: Method identifiers, the fixed columns, one
+    writer. The claims check and the book's tables read it with no translation."""
+    import pandas as pd
+
+    from gla import report
+    from gla.claims import NOT_MEASURED, check_claims
+    from gla.protocols import save_results
+
+    d = logits
+    val = {"zs_val": d["zs_val"], "labels_val": d["labels_val"]}
+    many = apply_protocol("many-shot", d["zs"], d["ft"], d["labels"], protocol="exact", **val)
+    assert list(many.columns[:len(COLUMNS)]) == list(COLUMNS) and set(many.method) <= {m.value for m in Method}
+    counts = torch.tensor([500, 150, 60, 30, 10, 5])
+    lt = apply_protocol("long-tail", d["zs"], d["ft"], d["labels"], train_counts=counts, protocol="exact",
+                        columns={"dataset": "my-lt"}, **val)
+    few = pd.concat([apply_protocol("few-shot", d["zs"], d["ft"], d["labels"], ft_val=d["ft_val"], protocol="exact",
+                                    columns={"dataset": "my-set", "shots": 16, "seed": s}, **val) for s in (1, 2)])
+    for df, chapter, name in ((many, "03_many_shot", "many_shot"), (lt, "08_long_tail", "long_tail"),
+                              (few, "06_few_shot", "few_shot")):
+        save_results(df, tmp_path / chapter, name)
+    claims = check_claims(tmp_path).set_index("id")
+    assert set(claims.index[claims.verdict != NOT_MEASURED]) == {
+        "label_bias", "debiasing_helps", "many_shot_vs_fine_tuned", "many_shot_vs_ensemble", "few_shot_gain",
+        "long_tail_vs_ce", "long_tail_vs_logit_adjusted"}, claims[["verdict", "detail"]]
+    top1 = many.set_index("method").top1 * 100
+    assert claims.loc["many_shot_vs_fine_tuned", "measured"] == pytest.approx(top1[Method.GLA] - top1[Method.FINE_TUNED])
+    assert claims.loc["many_shot_vs_wise_ft", "verdict"] == NOT_MEASURED  # no WiSE-FT from logits alone
+    # the book's tables: the book's order and display names, from the file as written
+    t = report.method_table(pd.read_csv(tmp_path / "03_many_shot" / "many_shot.csv"))
+    assert list(t.index) == [Method.ZERO_SHOT.label, Method.DEBIASED.label, Method.FINE_TUNED.label,
+                             Method.ENSEMBLE.label, Method.GLA.label]
+    assert t.loc["GLA", "top1"] == pytest.approx(round(top1[Method.GLA], 1))
+    p = report.pivot_methods(lt, "dataset", "mean_per_class")
+    assert list(p.index) == [Method.ZERO_SHOT, Method.DEBIASED, Method.FINE_TUNED_CE, Method.FINE_TUNED_CE_ADJUSTED,
+                             Method.ENSEMBLE, Method.GLA] and list(p.columns) == ["my-lt"]
+    # without shots and seed the few-shot claim says so instead of failing
+    bare = apply_protocol("few-shot", d["zs"], d["ft"], d["labels"], ft_val=d["ft_val"], protocol="exact", **val)
+    save_results(bare, tmp_path / "06_few_shot", "few_shot")
+    again = check_claims(tmp_path).set_index("id")
+    assert again.loc["few_shot_gain", "verdict"] == NOT_MEASURED and "shots and seed" in again.loc["few_shot_gain",
+                                                                                                    "detail"]
 
 
 def test_a_given_prior_overrides_estimation_under_both_protocols(logits, tmp_path):

@@ -61,6 +61,15 @@ def _uses_quick_gelu(model) -> bool:
     return any(isinstance(m, open_clip.transformer.QuickGELU) for m in model.modules())
 
 
+def test_a_pretrained_value_is_a_checkpoint_path_or_a_tag():
+    from gla.backbones import is_checkpoint_path
+
+    for path in ("ckpt/w.pt", "/abs/weights", "w.pth", "w.bin", "w.safetensors"):
+        assert is_checkpoint_path(path), path
+    for tag in ("openai", "laion2b_s34b_b88k", "world", "", None):
+        assert not is_checkpoint_path(tag), tag
+
+
 def test_checkpoint_format_reads_the_layout(oai, tmp_path):
     assert checkpoint_format(oai["script"]) == "torchscript"
     assert checkpoint_format(oai["state"]) == "state_dict"

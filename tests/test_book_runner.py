@@ -201,6 +201,7 @@ def test_notebooks_are_found_in_the_installed_package_without_a_checkout(tmp_pat
     import importlib.resources
 
     import gla.book as book
+    import gla.book_source as book_source
 
     site = tmp_path / "site-packages" / "gla"
     nb_dir = site / "_book" / "notebooks"
@@ -212,7 +213,7 @@ def test_notebooks_are_found_in_the_installed_package_without_a_checkout(tmp_pat
     no_checkout = tmp_path / "no-checkout"
     assert book.find_source_dir("notebooks", no_checkout) == nb_dir
     assert book.find_source_dir("notebooks", ROOT) == ROOT / "notebooks"  # a checkout wins
-    monkeypatch.setattr(book, "CHECKOUT_ROOT", no_checkout)
+    monkeypatch.setattr(book_source, "CHECKOUT_ROOT", no_checkout)
     ran = []
     monkeypatch.setattr(book, "_execute", lambda s, p, out, progress_bar: ran.append((s, p)) or out / s.name)
     run_notebooks(None, tmp_path / "o")  # the packaged notebooks with their default parameters

@@ -157,7 +157,7 @@ def test_gla_run_few_shot_takes_its_options(tmp_path, world_ckpt, monkeypatch):
 
     def fake_few_shot(backbone, pretrained, datasets, **kw):
         calls.append((list(datasets), kw))
-        return _fake_rows(backbone, datasets[0])
+        return SimpleNamespace(table=_fake_rows(backbone, datasets[0]))
 
     monkeypatch.setattr(ex, "run_few_shot", fake_few_shot)
     args = _run_args(tmp_path, world_ckpt, "few-shot", "--datasets", "world-main", "world-colours",
@@ -198,7 +198,7 @@ def test_gla_run_passes_and_records_its_options(tmp_path, world_ckpt, monkeypatc
 
     def fake(backbone, pretrained, dataset, **kw):
         seen.update(kw)
-        return _fake_rows(backbone, dataset)
+        return SimpleNamespace(table=_fake_rows(backbone, dataset))
 
     monkeypatch.setattr(ex, "run_long_tail", fake)
     q = torch.tensor([0.5, 0.3, 0.2])
@@ -220,7 +220,8 @@ def test_gla_run_passes_and_records_its_options(tmp_path, world_ckpt, monkeypatc
 
 def test_two_backbones_in_one_out_folder_do_not_overwrite(tmp_path, world_ckpt, monkeypatch):
     monkeypatch.setattr(ex, "run_long_tail",
-                        lambda backbone, pretrained, dataset, **kw: _fake_rows(str(pretrained), dataset))
+                        lambda backbone, pretrained, dataset, **kw: SimpleNamespace(table=_fake_rows(str(pretrained),
+                                                                                                     dataset)))
     other = tmp_path / "other" / "world.pt"
     other.parent.mkdir()
     other.write_bytes(b"another stand-in")
@@ -235,7 +236,7 @@ def test_a_failing_second_dataset_keeps_the_first(tmp_path, world_ckpt, monkeypa
     def fake(backbone, pretrained, dataset, **kw):
         if dataset == "world-lt-clutter":
             raise RuntimeError("out of memory on the second dataset")
-        return _fake_rows(backbone, dataset)
+        return SimpleNamespace(table=_fake_rows(backbone, dataset))
 
     monkeypatch.setattr(ex, "run_long_tail", fake)
     code = main(_run_args(tmp_path, world_ckpt, "long-tail", "--datasets", "world-lt", "world-lt-clutter"))
@@ -299,14 +300,14 @@ def test_apply_many_shot_matches_the_official_combination(tmp_path, capsys):
                  "--labels", str(tmp_path / "labels.npy"), "--prior-file", str(tmp_path / "q.pt"),
                  "--out", str(tmp_path / "out")]) == 0
     rows = {r["method"]: r for r in json.loads((tmp_path / "out" / "apply_many_shot.json").read_text())}
-    assert rows["GLA"]["top1"] == pytest.approx(exp["p_None"]["accuracy"], abs=1e-12)
-    assert rows["zero-shot"]["top1"] == pytest.approx(exp["reference_points"]["zs_only"]["accuracy"], abs=1e-12)
-    assert rows["fine-tuned"]["top1"] == pytest.approx(exp["reference_points"]["ft_only"]["accuracy"], abs=1e-12)
+    assert rows["gla"]["top1"] == pytest.approx(exp["p_None"]["accuracy"], abs=1e-12)
+    assert rows["zero_shot"]["top1"] == pytest.approx(exp["reference_points"]["zs_only"]["accuracy"], abs=1e-12)
+    assert rows["fine_tuned"]["top1"] == pytest.approx(exp["reference_points"]["ft_only"]["accuracy"], abs=1e-12)
     assert rows["ensemble"]["top1"] == pytest.approx(
         exp["reference_points"]["zs_plus_ft_no_prior"]["accuracy"], abs=1e-12)
-    assert rows["GLA"]["prior_file_sum"] == pytest.approx(float(q.double().sum()), abs=1e-6)
-    assert {"head", "medium", "tail", "ece", "top5"} <= set(rows["GLA"])
-    assert "GLA" in capsys.readouterr().out
+    assert rows["gla"]["prior_file_sum"] == pytest.approx(float(q.double().sum()), abs=1e-6)
+    assert {"head", "medium", "tail", "ece", "top5"} <= set(rows["gla"])
+    assert "gla" in capsys.readouterr().out
 
 
 def test_apply_few_shot_uses_both_temperatures(tmp_path):
@@ -325,10 +326,10 @@ def test_apply_few_shot_uses_both_temperatures(tmp_path):
                  "--labels", str(tmp_path / "y.pt"), "--prior-file", str(tmp_path / "pp.pt"),
                  "--t-zs", str(inp["T_zs"]), "--t-ft", str(inp["T_ft"]), "--out", str(tmp_path)]) == 0
     rows = {r["method"]: r for r in json.loads((tmp_path / "apply_few_shot.json").read_text())}
-    assert 100 * rows["GLA"]["top1"] == pytest.approx(exp["accuracy_percent"], abs=1e-9)
+    assert 100 * rows["gla"]["top1"] == pytest.approx(exp["accuracy_percent"], abs=1e-9)
     assert 100 * rows["ensemble"]["top1"] == pytest.approx(
         exp["reference_points"]["sum_without_prior"]["accuracy_percent"], abs=1e-9)
-    assert rows["GLA"]["t_zs"] == inp["T_zs"] and rows["GLA"]["t_ft"] == inp["T_ft"]
+    assert rows["gla"]["t_zs"] == inp["T_zs"] and rows["gla"]["t_ft"] == inp["T_ft"]
 
 
 def test_apply_estimates_prior_and_temperatures_on_val(tmp_path):
@@ -342,7 +343,7 @@ def test_apply_estimates_prior_and_temperatures_on_val(tmp_path):
     ft = 2.0 * torch.nn.functional.one_hot(y, 6) + torch.randn(len(y), 6, generator=g, dtype=torch.float64)
     df = apply_protocol("few-shot", zs, ft, y, zs_val=zs_val, ft_val=ft_val, labels_val=y_val, protocol="exact")
     t_zs, t_ft = search_temperature(zs_val, y_val), search_temperature(ft_val, y_val)
-    row = df.set_index("method").loc["GLA"]
+    row = df.set_index("method").loc["gla"]
     assert row["t_zs"] == pytest.approx(t_zs) and row["t_ft"] == pytest.approx(t_ft)
     lq = PriorEstimator(temperature=t_zs).fit(zs_val, y_val).log_prior_
     want = (gla_logits(zs, ft, lq, zs_temperature=t_zs, ft_temperature=t_ft).argmax(1) == y).double().mean()
@@ -353,13 +354,13 @@ def test_apply_estimates_prior_and_temperatures_on_val(tmp_path):
     lt = apply_protocol("long-tail", zs, ft, y, zs_val=zs_val, labels_val=y_val, train_counts=counts,
                         protocol="exact").set_index("method")
     assert {"many", "medium", "few", "mean_per_class"} <= set(lt.columns)
-    assert "fine-tuned - log p_s" in lt.index
+    assert {"fine_tuned_ce", "fine_tuned_ce_adjusted"} <= set(lt.index)
     lq1 = PriorEstimator().fit(zs_val, y_val).log_prior_
     log_ps = torch.log(counts / counts.sum()).double()
     pred = gla_logits(zs, ft, lq1, log_source_prior=log_ps).argmax(1)
     per_class = torch.stack([(pred[y == k] == k).double().mean() for k in range(6)])
-    assert lt.loc["GLA", "mean_per_class"] == pytest.approx(float(per_class.mean()))
-    assert lt.loc["GLA", "few"] == pytest.approx(float(per_class[4:].mean()))
+    assert lt.loc["gla", "mean_per_class"] == pytest.approx(float(per_class.mean()))
+    assert lt.loc["gla", "few"] == pytest.approx(float(per_class[4:].mean()))
 
 
 def test_prior_file_is_normalised_and_its_sum_reported(tmp_path):

@@ -1,6 +1,7 @@
 """The estimator contract and registry (gla.estimators), and what each estimator finds."""
 
 import dataclasses
+import inspect
 import math
 
 import pytest
@@ -10,6 +11,7 @@ from gla import PriorEstimator, official_lagrangian_prior
 from gla.estimators import (
     Diagnostics,
     PriorEstimatorBase,
+    clone,
     get_estimator_class,
     list_estimators,
     make_estimator,
@@ -89,24 +91,97 @@ def test_a_new_estimator_is_one_class_and_one_registration():
         _REGISTRY.pop("test-uniform", None)
 
 
-@pytest.mark.parametrize("id", ALL)
-def test_every_estimator_keeps_the_contract(id):
+def check_estimator(cls: type, params: dict | None = None, temperature: float = 2.0) -> None:
+    """The contract of :class:`gla.base.PriorEstimatorBase` (scikit-learn's conventions), as
+    scikit-learn's ``check_estimator`` runs it: parameters, clone, fitted attributes, and a
+    fit at a temperature other than 1 (2, so that dividing by it is exact in floating point)."""
     z, y, _ = planted_logits(30, 6, seed=0)
-    est = make_estimator(id, **FAST.get(id, {}))
-    assert not hasattr(est, "log_prior_")  # nothing is computed in __init__
+    params = dict(params or {})
+    est = cls(**params)
+    # __init__ stores its parameters under their names and computes nothing
+    names = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
+    assert "temperature" in names and list(est.get_params()) == names
+    assert est.get_params(deep=False) == est.get_params() and all(est.get_params()[k] == v for k, v in params.items())
+    assert not [k for k in vars(est) if k.endswith("_")] and not hasattr(est, "log_prior_")
+    with pytest.raises(AttributeError, match="not fitted"):
+        _ = est.objective_
+    assert est.set_params(temperature=temperature) is est and est.temperature == temperature
+    with pytest.raises(ValueError, match="no parameter 'nonsense'"):
+        est.set_params(nonsense=1)
+    # fit returns the estimator, learns attributes with a trailing underscore
     assert est.fit(z, y) is est
     assert est.log_prior_.shape == (6,) and est.log_prior_.dtype == torch.float64
     assert abs(float(torch.logsumexp(est.log_prior_, 0))) < 1e-12
     assert torch.allclose(est.prior_.sum(), torch.tensor(1.0, dtype=torch.float64))
-    assert est.temperature_ == 1.0 and est.n_classes_ == 6
+    assert est.temperature_ == temperature and est.n_classes_ == 6
     d = est.diagnostics_
     assert isinstance(d, Diagnostics) and set(d.as_dict()) == {"objective", "grad_norm", "n_iter", "converged",
                                                                 "raw_sum"}
     with pytest.raises(dataclasses.FrozenInstanceError):
         d.converged = True
-    assert torch.allclose(est.debias(z), z.double() - est.log_prior_)
+    assert (est.objective_, est.grad_norm_, est.n_iter_, est.converged_) == (d.objective, d.grad_norm, d.n_iter,
+                                                                             d.converged) or math.isnan(d.objective)
+    assert torch.allclose(est.debias(z), z.double() / temperature - est.log_prior_)
+    # clone: a new unfitted estimator with the same parameters
+    twin = clone(est)
+    assert type(twin) is cls and twin.get_params() == est.get_params() and not hasattr(twin, "log_prior_")
+    # the temperature divides the logits: fitting at T is fitting z / T at T = 1 ...
+    at_one = clone(est).set_params(temperature=1.0)
+    assert torch.allclose(est.log_prior_, at_one.fit(z / temperature, y).log_prior_, rtol=0, atol=1e-9), \
+        f"{cls.id}: a fit at temperature {temperature} is not a fit of logits / {temperature}"
+    # ... and is not fitting z itself (an estimator that ignores it fails here)
+    ignored = clone(est).set_params(temperature=1.0).fit(z, y)
+    assert float((est.log_prior_ - ignored.log_prior_).abs().max()) > 1e-6, f"{cls.id} ignores its temperature"
     if not est.requires_labels:  # label-free estimators ignore labels, as sklearn's do y
-        assert torch.equal(make_estimator(id, **FAST.get(id, {})).fit(z).log_prior_, est.log_prior_)
+        assert torch.equal(clone(est).fit(z).log_prior_, est.log_prior_)
+
+
+@pytest.mark.parametrize("id", list_estimators())
+def test_every_registered_estimator_keeps_the_contract(id):
+    check_estimator(get_estimator_class(id), FAST.get(id, {}))
+
+
+def test_the_contract_check_fails_an_estimator_that_ignores_its_temperature():
+    from gla.estimators import MeanProbabilityEstimator
+    from gla.prior import mean_probability_prior
+
+    class Careless(MeanProbabilityEstimator):
+        def _fit(self, z, y, temperature):
+            return mean_probability_prior(z), Diagnostics(float("nan"), 0.0, 0, True)
+
+    with pytest.raises(AssertionError, match="is not a fit of logits / 2.0"):
+        check_estimator(Careless)
+
+
+def test_parameters_must_be_stored_unchanged_under_their_names():
+    from gla.estimators import MeanProbabilityEstimator
+
+    class Renamed(MeanProbabilityEstimator):
+        def __init__(self, temperature: float = 1.0, smoothing: float = 0.0):
+            self.temperature = temperature
+            self.smooth = smoothing
+
+    class Copying(MeanProbabilityEstimator):
+        def __init__(self, temperature: float = 1.0, classes: tuple = (1, 2)):
+            self.temperature = temperature
+            self.classes = list(classes)  # a copy of the argument, not the argument
+
+    with pytest.raises(AttributeError):
+        Renamed().get_params()
+    with pytest.raises(RuntimeError, match="does not store the parameter 'classes'"):
+        clone(Copying())
+
+
+def test_prior_estimator_is_the_registered_exact_estimator_with_one_set_of_diagnostics(planted):
+    from gla.estimators import ExactEstimator
+
+    assert get_estimator_class("exact") is PriorEstimator is ExactEstimator
+    z, y, _ = planted
+    est = make_estimator("exact", temperature="search").fit(z, y)
+    assert isinstance(est, PriorEstimatorBase) and est.temperature_ != 1.0
+    assert est.grad_norm_ == est.diagnostics_.grad_norm <= 1e-9 and est.converged_ and est.n_matvec_ > 0
+    assert "objective_" not in vars(est) and "grad_norm_" not in vars(est)  # stored once, in diagnostics_
+    assert repr(PriorEstimator(tol=1e-6)) == "PriorEstimator(temperature=1.0, balance=True, tol=1e-06, max_iter=100)"
 
 
 def test_inputs_are_checked_with_clear_messages():

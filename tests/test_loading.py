@@ -99,3 +99,33 @@ def test_zero_shot_head_is_cached_by_its_inputs(tiny_pil, tmp_path, monkeypatch)
     path.write_bytes(b"garbage")
     assert torch.allclose(zero_shot_head(tiny_pil, names, templates, cache_dir=tmp_path), head)
     assert calls and torch.load(path, weights_only=True)["classnames"] == names
+
+
+def test_one_default_cache_folder_for_runs_notebooks_and_the_book(monkeypatch, tmp_path):
+    import papermill
+
+    import gla.book as book
+    from gla.cache import default_cache_dir
+    from gla.notebook import context
+    from gla.protocols import RunConfig
+
+    monkeypatch.delenv("GLA_CACHE_DIR", raising=False)
+    assert default_cache_dir() == RunConfig().cache_dir == type(RunConfig().cache_dir)(".gla_cache")
+    assert default_cache_dir(tmp_path) == tmp_path / ".gla_cache"
+    monkeypatch.setenv("GLA_CACHE_DIR", str(tmp_path / "env"))
+    assert default_cache_dir() == default_cache_dir(tmp_path) == RunConfig().cache_dir == tmp_path / "env"
+    assert context("ViT-B-32", "openai", output_dir=tmp_path / "out").cache_dir == tmp_path / "env"
+    seen = {}  # the book passes the same folder to a notebook that declares cache_dir
+    monkeypatch.setattr(papermill, "execute_notebook", lambda src, dst, parameters, **kw: seen.update(parameters))
+    monkeypatch.setattr(book, "declared_parameters", lambda src: ["cache_dir"])
+    monkeypatch.setattr(book, "tidy_for_the_page", lambda *a, **k: None)
+    book._execute(tmp_path / "01_a.ipynb", {}, tmp_path, progress_bar=False)
+    assert seen["cache_dir"] == str((tmp_path / "env").resolve())
+
+
+def test_cache_keys_keep_their_format_versions():
+    """Changing a format constant invalidates every cache: the values stay until what they key changes."""
+    from gla.protocols.common import FINETUNE_CACHE_FORMAT
+    from gla.zeroshot import HEAD_CACHE_FORMAT
+
+    assert (HEAD_CACHE_FORMAT, FINETUNE_CACHE_FORMAT) == (2, 2)

@@ -10,6 +10,7 @@ from PIL import Image
 
 import gla.protocols as pr
 import gla.protocols.common as common
+from gla.estimators import MODEL_PRIOR, list_estimators, make_estimator
 from gla.finetune import FinetuneConfig
 from gla.protocols import Method, PromptRecipe, ProtocolSettings, RunConfig
 from gla.world import WorldConfig
@@ -28,7 +29,7 @@ def world_config(tmp_path, scale):
 def spy(monkeypatch):
     """Record every split a choice is made on, and every prior/temperature fit."""
     seen = {"choices": [], "fits": 0, "temps": 0}
-    orig_choose, orig_make, orig_temp = common._choose_on, common.make_estimator, common._fit_temperature
+    orig_choose, orig_make, orig_temp = common.choose_on, common.make_estimator, common._fit_temperature
 
     def choose(split, what):
         seen["choices"].append((split, what))
@@ -42,11 +43,11 @@ def spy(monkeypatch):
         seen["temps"] += 1
         return orig_temp(logits, labels, **kw)
 
-    monkeypatch.setattr(common, "_choose_on", choose)
+    monkeypatch.setattr(common, "choose_on", choose)
     monkeypatch.setattr(common, "make_estimator", make)
     monkeypatch.setattr(common, "_fit_temperature", temp)
     for mod in ("gla.protocols.few_shot",):
-        monkeypatch.setattr(f"{mod}._choose_on", choose)
+        monkeypatch.setattr(f"{mod}.choose_on", choose)
     return seen
 
 
@@ -74,12 +75,38 @@ def test_settings_are_validated_and_resolve_the_paper_defaults(tmp_path):
     with pytest.raises(FileNotFoundError, match="prior_file"):
         ProtocolSettings(prior_file=str(tmp_path / "missing.pt"))
     paper, exact = ProtocolSettings(), ProtocolSettings(protocol="exact")
-    assert (paper.estimator, paper.temperature_method) == ("official", "official")
-    assert (exact.estimator, exact.temperature_method) == ("exact", "exact")
+    assert (paper.estimator_id, paper.temperature_method) == ("official", "official")
+    assert (exact.estimator_id, exact.temperature_method) == ("exact", "exact")
     # The official many-shot code applies no log p_s on ImageNet (treated as balanced).
     assert paper.source_prior_for("imagenet") == "uniform" and exact.source_prior_for("imagenet") == "counts"
     assert paper.source_prior_for("world-main") == "counts"
     assert ProtocolSettings(source_prior="counts").source_prior_for("imagenet") == "counts"
+
+
+@pytest.mark.parametrize("estimator", list_estimators(estimates=MODEL_PRIOR))
+def test_any_registered_estimator_of_the_prior_serves_a_protocol(estimator):
+    from dataclasses import replace
+
+    from tests.conftest import planted_logits
+
+    z, y, _ = planted_logits(20, 5, seed=1)
+    settings = ProtocolSettings(estimator=estimator)
+    assert settings.estimator_id == estimator and settings.columns()["prior_source"] == estimator
+    assert replace(settings, protocol="exact").estimator_id == estimator  # an explicit id stays
+    fit = pr.fit_prior(pr.Outputs(z, y, "val"), settings, temperature=2.0)
+    want = make_estimator(estimator).fit(z.double() / 2.0, y)
+    assert fit.source == estimator and torch.equal(fit.log_prior, want.log_prior_.float())
+    assert fit.diagnostics == pytest.approx({k: float(v) for k, v in want.diagnostics_.as_dict().items()},
+                                            nan_ok=True)
+    # without an id the protocol decides, also after replace()
+    assert replace(ProtocolSettings(), protocol="exact").estimator_id == "exact"
+
+
+def test_settings_refuse_an_unknown_estimator_and_one_of_the_target_distribution():
+    with pytest.raises(ValueError, match="estimator: expected the id of an estimator of the model's prior"):
+        ProtocolSettings(estimator="exactly")
+    with pytest.raises(ValueError, match="target label distribution"):
+        ProtocolSettings(estimator="em")
 
 
 def test_a_given_prior_file_is_normalised_and_its_sum_reported(tmp_path):
@@ -160,8 +187,15 @@ def test_exact_protocol_differs_only_by_the_solver(smoke_checkpoint, tmp_path):
 
 
 def test_few_shot_world(smoke_checkpoint, tmp_path, spy):
-    df = pr.run_few_shot("gla-world-tiny", str(smoke_checkpoint), ["world-patterns"], shots=(1, 4), seeds=(1, 2),
-                         prompts=PromptRecipe(epochs=3, coop_n_ctx=4), config=world_config(tmp_path, 0.25))
+    res = pr.run_few_shot("gla-world-tiny", str(smoke_checkpoint), ["world-patterns"], shots=(1, 4), seeds=(1, 2),
+                          prompts=PromptRecipe(epochs=3, coop_n_ctx=4), config=world_config(tmp_path, 0.25))
+    df = res.table
+    # typed: the fits behind each draw's rows
+    assert set(res.fits) == {("world-patterns", k, s) for k in (1, 4) for s in (1, 2)}
+    fit = res.fits[("world-patterns", 4, 2)]
+    row = df[(df.method == Method.GLA) & (df.shots == 4) & (df.seed == 2)].iloc[0]
+    assert (row.t_zs, row.t_ft, row.prompt_epoch) == (fit.t_zs.temperature, fit.t_ft.temperature, fit.prompt_epoch)
+    assert row.prior_objective == fit.prior.columns()["prior_objective"] and fit.prior.split == "train+val"
     assert_no_test_choices(spy)
     assert set(df.method) == FEW
     assert len(df) == 6 * 2 * 2 and set(df.shots) == {1, 4} and set(df.seed) == {1, 2}
@@ -177,8 +211,11 @@ def test_few_shot_world(smoke_checkpoint, tmp_path, spy):
 
 
 def test_long_tail_world(smoke_checkpoint, tmp_path, spy):
-    df = pr.run_long_tail("gla-world-tiny", str(smoke_checkpoint), "world-lt", recipe=TINY,
-                          config=world_config(tmp_path, 0.2))
+    res = pr.run_long_tail("gla-world-tiny", str(smoke_checkpoint), "world-lt", recipe=TINY,
+                           config=world_config(tmp_path, 0.2))
+    df = res.table
+    assert res.prior.source == "official" and len(res.train_counts) == len(res.log_source_prior)
+    assert float(torch.logsumexp(res.log_source_prior.double(), 0)) == pytest.approx(0, abs=1e-6)
     assert_no_test_choices(spy)
     assert {"many", "medium", "few", "mean_per_class"} <= set(df.columns)
     assert set(df.method) == {Method.ZERO_SHOT, Method.DEBIASED, Method.FINE_TUNED_CE, Method.FINE_TUNED_CE_ADJUSTED,
@@ -229,9 +266,9 @@ def real_root(tmp_path, objectnet_fixture):
 def test_real_path_end_to_end_on_fixtures(tiny_openclip, real_root, tmp_path, spy):
     config = RunConfig(cache_dir=tmp_path / "c", data_root=str(real_root), progress=False)
     recipe = FinetuneConfig(epochs=1, lr=1e-4, batch_size=8, warmup_steps=1)
-    lt = pr.run_long_tail(tiny_openclip, None, "imagenet_lt", recipe=recipe, config=config)
+    lt = pr.run_long_tail(tiny_openclip, None, "imagenet_lt", recipe=recipe, config=config).table
     fs = pr.run_few_shot(tiny_openclip, None, ["dtd"], shots=(2,), seeds=(1,), prompts=PromptRecipe(epochs=2, coop_n_ctx=4),
-                         config=config)
+                         config=config).table
     ms = pr.run_many_shot(tiny_openclip, None, "imagenet_lt", recipe=recipe, alphas=(0.0, 1.0), shifted=["objectnet"],
                           config=config).table
     assert_no_test_choices(spy)

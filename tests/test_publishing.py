@@ -238,8 +238,8 @@ def test_cff_schema_check_rejects_a_citation_without_authors(tmp_path):
 def test_citation_prefers_the_paper():
     cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
     assert cff["cff-version"] == "1.2.0" and cff["type"] == "software" and cff["license"] == "MIT"
-    version = re.search(r'^__version__\s*=\s*"([^"]+)"', (ROOT / "gla" / "__init__.py").read_text(), flags=re.M)[1]
-    assert cff["version"] == version, "CITATION.cff's version must follow the package's (gla/__init__.py)"
+    version = re.search(r'^__version__\s*=\s*"([^"]+)"', (ROOT / "gla" / "version.py").read_text(), flags=re.M)[1]
+    assert cff["version"] == version, "CITATION.cff's version must follow the package's (gla/version.py)"
     paper = cff["preferred-citation"]
     assert paper["title"].startswith("Generalized Logit Adjustment: Calibrating Fine-tuned Models")
     assert [a["family-names"] for a in paper["authors"]] == ["Zhu", "Tang", "Sun", "Zhang"]

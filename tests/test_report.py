@@ -50,15 +50,35 @@ def test_method_table_orders_methods_and_names_them_for_display():
 
 
 def test_every_method_has_one_style_everywhere():
-    from gla.protocols import METHOD_LABELS, Method
+    from gla.protocols import Method
 
-    styles = {m: report.method_style(m) for m in METHOD_LABELS}
+    styles = {m: report.method_style(m) for m in Method}
     assert styles[Method.GLA] == report.method_style("GLA")  # by identifier or by display name
     assert all(s["color"].startswith("#") for s in styles.values())
     shown = [Method.ZERO_SHOT, Method.DEBIASED, Method.FINE_TUNED, Method.WISE_FT, Method.ENSEMBLE, Method.GLA,
              Method.LINEAR_PROBE, Method.COOP, Method.PROMPT_TUNING]
     assert len({styles[m]["color"] for m in shown}) == len(shown) - 1  # prompt tuning shares fine-tuned's colour
     assert report.order_methods(["zz", Method.GLA, Method.ZERO_SHOT]) == [Method.ZERO_SHOT, Method.GLA, "zz"]
+    assert report.method_style("zz")["label"] == "zz" and report.method_label("zz") == "zz"
+
+
+def test_a_method_is_its_identifier_and_carries_label_order_and_style():
+    import json
+
+    from gla.protocols import Method
+
+    # the identifiers are those of every results file written so far
+    assert [m.value for m in Method] == [
+        "zero_shot", "debiased_zero_shot", "linear_probe", "coop", "prompt_tuning", "fine_tuned", "fine_tuned_ce",
+        "fine_tuned_ce_adjusted", "fine_tuned_la_loss", "wise_ft", "wise_ft_val", "wise_ft_sweep", "ensemble", "gla"]
+    g = Method.GLA
+    assert g == "gla" and str(g) == "gla" and f"{g}" == "gla" and json.dumps({"m": g}) == '{"m": "gla"}'
+    assert {"gla": 1}[g] == 1 and Method("gla") is g and Method.find("GLA") is g and Method.find("nope") is None
+    assert pd.Series([1], index=["gla"]).loc[g] == 1
+    assert g.label == "GLA" and g.order == len(Method) - 1 and g.style["zorder"] == 3
+    assert [m.order for m in Method] == list(range(len(Method)))
+    assert g.style == {"color": g.colour, "marker": g.style["marker"], "label": "GLA", "zorder": 3}
+    assert len({m.style["marker"] for m in Method}) == len(Method)
 
 
 def test_pivot_and_group_bars(tmp_path):

@@ -27,6 +27,8 @@ from .templates import (
 
 def imagenet_wnids() -> list[str]:
     """The 1000 ImageNet wnids, sorted (see :func:`gla.data.imagenet.imagenet_wnids`)."""
+    # The ImageNet reader registers its datasets when imported; the registry imports the
+    # readers on first use, in order (registry.ensure_loaded): import it only when called.
     from .imagenet import imagenet_wnids as _wnids
 
     return _wnids()

@@ -1,4 +1,8 @@
-"""Labelled images: the one dataset type every loader returns."""
+"""Labelled images: the one dataset type every loader returns.
+
+torchvision (to turn a tensor image into PIL for a PIL transform) is imported where it is
+used: it takes seconds to import and tensor datasets such as the world's never need it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from .classes import ClassSubset
@@ -82,8 +87,6 @@ class LabelledImages(Dataset):
         return torch.bincount(self.labels, minlength=self.n_classes)
 
     def _read_file(self, i: int):
-        from PIL import Image
-
         path = self.images[i]
         try:
             with Image.open(path) as im:
@@ -143,7 +146,7 @@ class PILTensorImages(LabelledImages):
         img = self.images[i]
         if self.transform is None:
             return img, int(self.labels[i])
-        from torchvision.transforms.functional import to_pil_image
+        from torchvision.transforms.functional import to_pil_image  # torchvision: seconds to import, used here only
 
         try:
             return self.transform(to_pil_image(img)), int(self.labels[i])

@@ -112,7 +112,9 @@ def register_dataset(entry: DatasetEntry, *, replace: bool = False) -> DatasetEn
     return entry
 
 
-def _ensure_loaded() -> None:
+def ensure_loaded() -> None:
+    """Import the built-in dataset readers and load the plug-ins, once: after it, the
+    registries of datasets and templates are complete."""
     # Flags are set first (a plug-in may read the registry while registering) and reset on
     # failure, so an error surfaces again on the next call instead of leaving a partial registry.
     if not _state["readers"]:
@@ -132,13 +134,13 @@ def _import_readers() -> None:
 
 def list_datasets(kind: str | None = None) -> list[str]:
     """Names of registered datasets, optionally of one ``kind`` (``"real"``, ``"world"``)."""
-    _ensure_loaded()
+    ensure_loaded()
     return [n for n, e in _REGISTRY.items() if kind is None or e.kind == kind]
 
 
 def dataset_entry(name: str) -> DatasetEntry:
     """The registry entry of ``name``; an unknown name is an error listing the known ones."""
-    _ensure_loaded()
+    ensure_loaded()
     if name not in _REGISTRY:
         raise ValueError(f"name: unknown dataset '{name}'{did_you_mean(str(name), _REGISTRY)}; known: "
                          f"{', '.join(_REGISTRY)}")

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from pathlib import PurePath
 
 import torch
 
 from .images import LabelledImages
+from .registry import dataset_entry, load_dataset
 
 IMAGENET_LT_VAL_FROM_SHOTS = 32
 
@@ -117,8 +119,6 @@ def _gla_imagenet_indices(labels: list[int], shots: int, rng: random.Random) -> 
 
 def _item_key(path) -> str:
     """``<wnid>/<file>``: identifies an ImageNet train image whatever the root."""
-    from pathlib import PurePath
-
     p = PurePath(str(path))
     return f"{p.parent.name}/{p.name}"
 
@@ -250,8 +250,6 @@ def sample_few_shot(name: str, train: LabelledImages, val: LabelledImages | None
         Train, val, and ``how`` (for result rows): ``"coop"``, ``"gla-imagenet"``,
         ``"gla-imagenet+lt-val"`` or what the hook returned.
     """
-    from .registry import dataset_entry, load_dataset
-
     entry = dataset_entry(name)
     _check_shots(shots)
     if cached is not None:  # ---- hook: gla.pickles plugs in here

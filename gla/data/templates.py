@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .registry import ensure_loaded
+
 # The 80 prompt templates of OpenAI's ImageNet zero-shot evaluation (CLIP's notebook
 # "Prompt_Engineering_for_ImageNet"; GLA.FS.public/trainers/util.py L72-153, same order).
 IMAGENET_TEMPLATES: tuple[str, ...] = (
@@ -141,18 +143,14 @@ def register_templates(name: str, *, zero_shot: Sequence[str], prompt_tuning: st
 
 
 def _unknown(name: str) -> ValueError:
-    from .registry import _ensure_loaded
-
-    _ensure_loaded()  # plug-ins register their templates on load
+    ensure_loaded()  # plug-ins register their templates on load
     known = sorted(set(_GLA_ZERO_SHOT) | set(_REGISTERED))
     return ValueError(f"name: no prompt templates for dataset '{name}'; known: {', '.join(known)}")
 
 
 def _plugin(name: str) -> dict | None:
     if name not in _REGISTERED and name not in _GLA_ZERO_SHOT:
-        from .registry import _ensure_loaded
-
-        _ensure_loaded()
+        ensure_loaded()
     return _REGISTERED.get(name)
 
 

@@ -2,11 +2,12 @@
 
 Each protocol takes a backbone, datasets, the procedure (:class:`ProtocolSettings`:
 ``protocol="paper"`` or ``"exact"``) and where to run (:class:`RunConfig`), and returns a
-tidy table (:mod:`gla.protocols.results`), one row per method x dataset x split x shots x
-seed, that :func:`save_results` writes as CSV and JSON.
+typed result (:class:`ManyShotResult`, :class:`FewShotResult`, :class:`LongTailResult`)
+whose ``table`` is the tidy table (:mod:`gla.protocols.results`), one row per method x
+dataset x split x shots x seed, that :func:`save_results` writes as CSV and JSON.
 """
 
-from ..apply import load_prior_file
+from ..prior_file import load_prior_file
 from .analysis import (
     compare_protocols,
     comparison_few_shot_dataset,
@@ -22,23 +23,29 @@ from .long_tail import run_long_tail
 from .many_shot import DEFAULT_ALPHAS, run_many_shot
 from .results import (
     COLUMNS,
-    METHOD_LABELS,
     EvalOutputs,
+    FewShotFit,
+    FewShotResult,
+    LongTailResult,
     ManyShotOutputs,
     ManyShotResult,
     Method,
     PriorFit,
     ZeroShotOutputs,
     method_label,
+    method_style,
+    order_methods,
     save_results,
+    score,
 )
 
 __all__ = [
     "compare_protocols", "comparison_few_shot_dataset",
-    "COLUMNS", "DEFAULT_ALPHAS", "METHOD_LABELS", "PAPER_PROMPTS", "EvalOutputs", "ManyShotOutputs", "ManyShotResult",
+    "COLUMNS", "DEFAULT_ALPHAS", "PAPER_PROMPTS", "EvalOutputs", "FewShotFit", "FewShotResult",
+    "LongTailResult", "ManyShotOutputs", "ManyShotResult",
     "Method", "Outputs", "PriorFit", "PromptRecipe", "ProtocolSettings", "RunConfig", "TestSplitUsedError",
     "ZeroShotOutputs", "choose_alpha", "finetune_to_cache", "fit_prior", "fit_temperature", "load_prior_file",
-    "method_label", "run_estimation_ablation", "run_protocol_comparison",
+    "method_label", "method_style", "order_methods", "run_estimation_ablation", "score", "run_protocol_comparison",
     "run_few_shot", "run_long_tail", "run_many_shot", "save_results",
     "zero_shot_split",
 ]

@@ -11,9 +11,23 @@ import torch
 
 from .. import metrics
 from ..adjust import debias, gla_logits
-from ..finetune import FinetuneConfig
-from .common import Models, Outputs, _head, fit_prior, seeded, templates_of
+from ..data import few_shot_indices
+from ..finetune import FinetuneConfig, distributed_from_env
+from ..zeroshot import zero_shot_logits
+from .common import (
+    Models,
+    Outputs,
+    cached_head,
+    features,
+    fit_prior,
+    fit_temperature,
+    log_source_prior,
+    seeded,
+    templates_of,
+)
 from .config import ProtocolSettings, RunConfig
+from .few_shot import PromptRecipe, run_few_shot
+from .many_shot import run_many_shot
 from .results import ManyShotOutputs, Method, ZeroShotOutputs
 
 
@@ -21,13 +35,10 @@ def zero_shot_split(backbone: str, pretrained: str | None, dataset: str, split: 
                     settings: ProtocolSettings = ProtocolSettings(), config: RunConfig = RunConfig()
                     ) -> ZeroShotOutputs:
     """The zero-shot model on one split (features from the cache)."""
-    from ..zeroshot import zero_shot_logits
-    from .common import features
-
     bb = config.backbone(backbone, pretrained)
     data = config.load(dataset, split)
     train = data if split == "train" else config.load(dataset, "train")
-    head = _head(bb, train.classnames, templates_of(train, settings.templates), config)
+    head = cached_head(bb, train.classnames, templates_of(train, settings.templates), config)
     feats = features(bb, data, config)
     return ZeroShotOutputs(head, feats, zero_shot_logits(feats, head, bb.logit_scale), data.labels,
                            list(train.classnames))
@@ -47,9 +58,6 @@ def run_estimation_ablation(outputs: ManyShotOutputs, *, sizes: Sequence[int] = 
     with ``true_log_prior``, ``mae_true``: the mean absolute difference of the centred
     estimated and true log priors.
     """
-    from ..data import few_shot_indices
-    from .common import fit_temperature
-
     zs_val, y_val = outputs.val_logits[Method.ZERO_SHOT], outputs.val_labels
     test = outputs.test
     zs_test, ft_test, y_test = test.logits[Method.ZERO_SHOT], test.logits[Method.FINE_TUNED], test.labels
@@ -96,9 +104,6 @@ def finetune_to_cache(backbone: str, pretrained: str | None, dataset: str, *, lo
     the global batch, split over the processes. Returns the checkpoint path (already
     present: nothing is trained).
     """
-    from ..finetune import distributed_from_env
-    from .common import log_source_prior
-
     if loss not in ("ce", "la"):
         raise ValueError(f"loss: expected 'ce' or 'la', got {loss!r}")
     with distributed_from_env(config.device) as dev:
@@ -194,9 +199,6 @@ def run_protocol_comparison(backbone: str, pretrained: str | None, dataset: str,
         :func:`compare_protocols`' columns and ``table`` (``"many-shot"`` or
         ``"few-shot"``); the WiSE-FT sweep (one row per alpha, not one model) is left out.
     """
-    from .few_shot import PromptRecipe, run_few_shot
-    from .many_shot import run_many_shot
-
     few_shot_dataset = comparison_few_shot_dataset(few_shot_dataset, dataset, prompts or PromptRecipe())
     base = replace(settings, prior_file=None)
     many = {p: run_many_shot(backbone, pretrained, dataset, recipe=recipe, alphas=alphas,
@@ -204,8 +206,8 @@ def run_protocol_comparison(backbone: str, pretrained: str | None, dataset: str,
     tables = [compare_protocols(many["paper"], many["exact"]).assign(table="many-shot")]
     if few_shot_dataset:
         few = {p: run_few_shot(backbone, pretrained, [few_shot_dataset], shots=list(shots), seeds=[1],
-                               prompts=prompts or PromptRecipe(), settings=replace(base, protocol=p), config=config)
-               for p in ("paper", "exact")}
+                               prompts=prompts or PromptRecipe(), settings=replace(base, protocol=p),
+                               config=config).table for p in ("paper", "exact")}
         tables.append(compare_protocols(few["paper"], few["exact"]).assign(table="few-shot"))
     out = pd.concat(tables, ignore_index=True)
     return out[out["method"] != Method.WISE_FT_SWEEP].reset_index(drop=True)

@@ -3,7 +3,7 @@ fits under the protocol's settings, and the zero-shot and fine-tuned models of a
 with their caches.
 
 Rule: the test split is never used to estimate the prior, choose a temperature, choose
-alpha or choose an epoch. Every such choice goes through :func:`_choose_on`, which raises
+alpha or choose an epoch. Every such choice goes through :func:`choose_on`, which raises
 if it is handed test data, and the test suite checks each protocol for it.
 """
 
@@ -12,22 +12,25 @@ from __future__ import annotations
 import copy
 import json
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .. import __version__, metrics
+from .. import metrics
 from ..adjust import log_prior_from_counts
-from ..apply import load_prior_file
 from ..cache import atomic_save, cache_key, safe_load
+from ..data import zero_shot_templates
 from ..estimators import make_estimator
 from ..features import backbone_identity, cached_features, dataset_identity
 from ..finetune import FinetuneConfig, ImageClassifier, finetune, predict
 from ..loading import resolve_precision
+from ..pickles import load_module_state_dict, split_image_classifier_state
+from ..prior_file import load_prior_file
 from ..temperature import TemperatureFit
 from ..temperature import fit_temperature as _fit_temperature
+from ..version import __version__
 from ..zeroshot import zero_shot_head, zero_shot_logits
 from .config import ProtocolSettings, RunConfig
 from .results import PriorFit
@@ -37,6 +40,13 @@ from .results import PriorFit
 # (trainers/gla.py).
 THRESHOLD_ZERO_SHOT = 0.1
 THRESHOLD_FINE_TUNED = 1.0
+
+
+#: Part of the fine-tuned checkpoints' cache key ("v"): bump it when what a key names trains
+#: or is saved differently (the training loop, the checkpoint's contents), so that old
+#: checkpoints are not reused. 2: the recipe keyed by FinetuneConfig.identity (precision
+#: resolved for the device, the seed).
+FINETUNE_CACHE_FORMAT = 2
 
 
 @dataclass
@@ -52,7 +62,8 @@ class TestSplitUsedError(RuntimeError):
     """Raised when a choice (prior, temperature, alpha, epoch) is handed test data."""
 
 
-def _choose_on(split: str, what: str) -> None:
+def choose_on(split: str, what: str) -> None:
+    """Say that ``what`` is chosen on ``split``; raises :class:`TestSplitUsedError` for a test split."""
     if split == "test" or split.startswith("test"):
         raise TestSplitUsedError(f"{what} must be chosen on training or validation data, not on '{split}'")
 
@@ -60,9 +71,10 @@ def _choose_on(split: str, what: str) -> None:
 def fit_prior(zs: Outputs, settings: ProtocolSettings = ProtocolSettings(), *, temperature: float = 1.0,
               temperature_converged: bool | None = None) -> PriorFit:
     """The zero-shot prior under ``settings``: read from ``settings.prior_file``, or
-    estimated on non-test outputs divided by ``temperature`` with the protocol's estimator
-    (``official``: the official 1000-step solver; ``exact``: the exact optimum)."""
-    _choose_on(zs.split, "the prior")
+    estimated on non-test outputs divided by ``temperature`` with the settings' estimator
+    (:attr:`ProtocolSettings.estimator_id`: under ``paper`` the official 1000-step solver,
+    under ``exact`` the exact optimum, or any registered estimator of the model's prior)."""
+    choose_on(zs.split, "the prior")
     if settings.prior_file:
         given = load_prior_file(settings.prior_file)
         if given.log_prior.numel() != zs.logits.shape[1]:
@@ -70,17 +82,10 @@ def fit_prior(zs: Outputs, settings: ProtocolSettings = ProtocolSettings(), *, t
                              f"{zs.logits.shape[1]} classes")
         return PriorFit(given.log_prior.float(), f"file:{Path(settings.prior_file).name}", "", temperature,
                         temperature_converged, {"raw_sum": given.original_sum})
-    est = make_estimator(settings.estimator).fit(zs.logits.double() / temperature, zs.labels)
-    diag = {k: float(v) for k, v in _diagnostics(est).items()}
-    return PriorFit(est.log_prior_.float(), settings.estimator, zs.split, float(temperature), temperature_converged,
-                    diag)
-
-
-def _diagnostics(est) -> dict[str, Any]:
-    d = getattr(est, "diagnostics_", {}) or {}
-    if not isinstance(d, dict):
-        d = asdict(d)
-    return {k: v for k, v in d.items() if isinstance(v, (int, float, bool))}
+    est = make_estimator(settings.estimator_id).fit(zs.logits.double() / temperature, zs.labels)
+    diag = {k: float(v) for k, v in est.diagnostics_.as_dict().items()}
+    return PriorFit(est.log_prior_.float(), settings.estimator_id, zs.split, float(temperature),
+                    temperature_converged, diag)
 
 
 def fit_temperature(out: Outputs, settings: ProtocolSettings = ProtocolSettings(), *,
@@ -90,7 +95,7 @@ def fit_temperature(out: Outputs, settings: ProtocolSettings = ProtocolSettings(
     Never raises for a target no temperature can meet (accuracy 1, or at chance): the
     result says ``converged=False`` and carries T = 1; the rows record it.
     """
-    _choose_on(out.split, "a temperature")
+    choose_on(out.split, "a temperature")
     return _fit_temperature(out.logits, out.labels, method=settings.temperature_method, thres=threshold,
                             fallback=1.0)
 
@@ -99,7 +104,7 @@ def choose_alpha(candidates: dict[float, Outputs]) -> float:
     """The WiSE-FT mixing weight with the best accuracy on non-test outputs."""
     best, best_acc = None, -1.0
     for a, out in candidates.items():
-        _choose_on(out.split, "alpha")
+        choose_on(out.split, "alpha")
         acc = metrics.topk_accuracy(out.logits, out.labels)
         if acc > best_acc:
             best, best_acc = a, acc
@@ -132,8 +137,6 @@ def recipe_json(recipe: FinetuneConfig, config: RunConfig) -> str:
 
 def templates_of(data, style: str) -> list[str]:
     """Zero-shot templates of a dataset in the chosen style (the GLA code's or CoOp's)."""
-    from ..data import zero_shot_templates
-
     return zero_shot_templates(data.name, style=style)
 
 
@@ -142,7 +145,7 @@ class Models:
 
     def __init__(self, bb, train, templates: list[str], config: RunConfig):
         self.bb, self.config = bb, config
-        self.head = _head(bb, train.classnames, templates, config)
+        self.head = cached_head(bb, train.classnames, templates, config)
         self.zero_shot = ImageClassifier(copy.deepcopy(bb.model), self.head, bb.logit_scale)
 
     @property
@@ -157,7 +160,8 @@ class Models:
 
     def finetuned_path(self, train, recipe: FinetuneConfig) -> Path:
         key = cache_key({"backbone": backbone_identity(self.bb), "train": dataset_identity(train),
-                         "recipe": recipe.identity(self.config.device), "head": float(self.head.sum()), "v": 2})
+                         "recipe": recipe.identity(self.config.device), "head": float(self.head.sum()),
+                         "v": FINETUNE_CACHE_FORMAT})
         return self.cache_dir / "finetune" / f"{train.name}-{recipe.loss}-{key}.pt"
 
     def given(self, path: str | os.PathLike) -> ImageClassifier:
@@ -204,8 +208,6 @@ def classifier_state(path: str | os.PathLike, model: ImageClassifier) -> dict[st
     file: this project's checkpoint (``{"state_dict": ...}``), a plain state dict, or a
     WiSE-FT checkpoint (``image_encoder.model.visual.*`` and ``classification_head.*``; WiSE-FT's
     head acts on normalised features with CLIP's scale folded in, as this project's does)."""
-    from ..pickles import load_module_state_dict, split_image_classifier_state
-
     if not Path(path).is_file():
         raise FileNotFoundError(f"finetuned: no fine-tuned model file at {path}")
     state = load_module_state_dict(path)
@@ -233,8 +235,8 @@ def features(bb, data, config: RunConfig) -> torch.Tensor:
                            num_workers=config.num_workers, precision=config.precision)
 
 
-def _head(bb, classnames, templates, config: RunConfig) -> torch.Tensor:
-    """The zero-shot head, from the cache."""
+def cached_head(bb, classnames, templates, config: RunConfig) -> torch.Tensor:
+    """The zero-shot head of ``classnames`` under ``templates``, from the run's cache."""
     return zero_shot_head(bb, classnames, templates, cache_dir=config.cache_dir, precision=config.precision)
 
 

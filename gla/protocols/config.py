@@ -20,9 +20,14 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from ..backbones import load_backbone
+from ..cache import default_cache_dir
+from ..data import dataset_entry, load_dataset
+from ..estimators import MODEL_PRIOR, list_estimators
 
 PROTOCOLS = ("paper", "exact")
 TEMPLATE_STYLES = ("gla", "coop")
@@ -49,12 +54,20 @@ class ProtocolSettings:
     prior_file : str, optional
         A given prior (e.g. the official ``q.pt``): used instead of estimating ``q``;
         head / medium / tail then follow it. Read by :func:`gla.protocols.load_prior_file`.
+    estimator : str, optional
+        Id of the prior's estimator: any estimator of the model's prior registered in
+        :mod:`gla.estimators` (``official``, ``exact``, ``eigenvector``, ...). None: the
+        protocol's (``official`` under ``paper``, ``exact`` under ``exact``), resolved by
+        :attr:`estimator_id` (so ``replace(settings, protocol=...)`` follows the new
+        protocol). It changes the estimate of ``q`` only; the temperature search stays the
+        protocol's.
     """
 
     protocol: str = "paper"
     templates: str = "gla"
     source_prior: str | None = None
     prior_file: str | None = None
+    estimator: str | None = None
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -65,10 +78,19 @@ class ProtocolSettings:
             raise ValueError(f"source_prior: expected one of {SOURCE_PRIORS} or None, got {self.source_prior!r}")
         if self.prior_file is not None and not Path(self.prior_file).is_file():
             raise FileNotFoundError(f"prior_file: no file at {self.prior_file}")
+        if self.estimator is not None:
+            known = list_estimators(estimates=MODEL_PRIOR)
+            if self.estimator not in known:
+                other = self.estimator in list_estimators()
+                raise ValueError(f"estimator: expected the id of an estimator of the model's prior, one of {known}; "
+                                 f"got {self.estimator!r}" + (" (it estimates the target label distribution, which "
+                                                              "GLA does not subtract)" if other else ""))
 
     @property
-    def estimator(self) -> str:
-        """Id of the prior estimator in :mod:`gla.estimators`."""
+    def estimator_id(self) -> str:
+        """Id of the prior's estimator in :mod:`gla.estimators`: ``estimator``, or the protocol's."""
+        if self.estimator is not None:
+            return self.estimator
         return "official" if self.protocol == "paper" else "exact"
 
     @property
@@ -85,7 +107,7 @@ class ProtocolSettings:
     def columns(self) -> dict[str, str]:
         """The settings as result columns."""
         return {"protocol": self.protocol, "templates": self.templates,
-                "prior_source": f"file:{Path(self.prior_file).name}" if self.prior_file else self.estimator}
+                "prior_source": f"file:{Path(self.prior_file).name}" if self.prior_file else self.estimator_id}
 
 
 def _log_stderr(message: str) -> None:
@@ -126,7 +148,7 @@ class RunConfig:
         ``scale``; a reader's ``image_root``); other datasets never see them.
     """
 
-    cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("GLA_CACHE_DIR", ".gla_cache")))
+    cache_dir: Path = field(default_factory=default_cache_dir)
     data_root: str | None = None
     device: str = "cpu"
     precision: str | None = None
@@ -152,21 +174,15 @@ class RunConfig:
 
     def load(self, name: str, split: str, *, transform=None):
         """One split of a registered dataset, with the options it declares."""
-        from ..data import dataset_entry, load_dataset
-
         entry = dataset_entry(name)
         options = {k: v for k, v in self.dataset_options.items() if k in entry.options}
         return load_dataset(name, split, root=self.data_root, transform=transform, **options)
 
     def backbone(self, name: str, pretrained: str | None):
         """The backbone, on this run's device."""
-        from ..backbones import load_backbone
-
         return load_backbone(name, pretrained, device=self.device, quick_gelu=self.quick_gelu)
 
     def recipe(self, recipe):
         """A fine-tuning recipe with this run's precision (unless it sets its own) and workers."""
-        from dataclasses import replace
-
         return replace(recipe, precision=recipe.precision or self.precision,
                        num_workers=self.num_workers if recipe.num_workers is None else recipe.num_workers)

@@ -4,22 +4,35 @@ ensemble with the zero-shot model, and GLA ``f_pt / T_ft + f_zs / T_zs - log q``
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..adjust import gla_logits
-from ..data import few_shot_indices, project_labels, project_logits, prompt_tuning_template, sample_few_shot
+from ..data import (
+    LabelledImages,
+    dataset_entry,
+    few_shot_indices,
+    project_labels,
+    project_logits,
+    prompt_tuning_template,
+    sample_few_shot,
+)
+from ..features import dataset_identity
 from ..finetune import linear_probe
+from ..pickles import cached_few_shot_split, preprocessed_train_order
 from ..prompt_learning import CoOp, PromptResiduals, gla_val_selector, train_prompts, train_prompts_end_to_end
 from ..zeroshot import zero_shot_logits
 from .common import (
     THRESHOLD_FINE_TUNED,
     THRESHOLD_ZERO_SHOT,
     Outputs,
-    _choose_on,
-    _head,
+    cached_head,
+    choose_on,
     features,
     fit_prior,
     fit_temperature,
@@ -27,7 +40,7 @@ from .common import (
     templates_of,
 )
 from .config import ProtocolSettings, RunConfig
-from .results import Method, results_frame, score
+from .results import FewShotFit, FewShotResult, Method, results_frame, score
 
 # Fewer shots than this: the prior and T_zs are estimated on the few-shot train + val
 # images; otherwise on val only (the official few-shot code).
@@ -78,7 +91,7 @@ def run_few_shot(backbone: str, pretrained: str | None, datasets: Sequence[str],
                  shots: Sequence[int] = (1, 2, 4, 8, 16), seeds: Sequence[int] = (1, 2, 3),
                  settings: ProtocolSettings = ProtocolSettings(), prompts: PromptRecipe = PromptRecipe(),
                  shifted: Mapping[str, Sequence[str]] | None = None, shifted_shots: Sequence[int] | None = None,
-                 config: RunConfig = RunConfig()):
+                 config: RunConfig = RunConfig()) -> FewShotResult:
     """The few-shot protocol.
 
     For every dataset, number of shots and seed: the k-shot train and val sets are drawn
@@ -101,107 +114,167 @@ def run_few_shot(backbone: str, pretrained: str | None, datasets: Sequence[str],
 
     Returns
     -------
-    pandas.DataFrame
-        The tidy rows.
+    FewShotResult
+        ``table``: the tidy rows; ``fits``: per (dataset, shots, seed), the prior, both
+        temperatures and the prompt-tuning epoch behind them.
     """
     shifted = dict(shifted or {})
     unknown = sorted(set(shifted) - set(datasets))
     if unknown:
         raise ValueError(f"shifted: {unknown} are not among the datasets {list(datasets)}")
-    bb = config.backbone(backbone, pretrained)
-    eval_shots = set(shifted_shots or [max(shots)])
-    rows = []
+    run = _Run(config.backbone(backbone, pretrained), backbone, pretrained, settings, prompts,
+               frozenset(shifted_shots or [max(shots)]), config)
+    rows, fits = [], {}
     for name in datasets:
-        rows += _one_dataset(bb, backbone, pretrained, name, shots, seeds, settings, prompts,
-                             shifted.get(name, ()), eval_shots, config)
-    return results_frame(rows)
+        pool = _Pool.load(run, name, shots, seeds, shifted.get(name, ()))
+        for k in shots:
+            for seed in seeds:
+                draw_rows, fits[(name, k, seed)] = _one_draw(run, pool, k, seed)
+                rows += draw_rows
+    return FewShotResult(results_frame(rows), fits)
 
 
-def _one_dataset(bb, backbone, pretrained, name, shots, seeds, settings, prompts, shifted, eval_shots, config):
-    from ..data import dataset_entry
+@dataclass(frozen=True)
+class _Run:
+    """What every dataset of one few-shot run shares."""
 
-    entry = dataset_entry(name)
-    pool_split = "train_full" if "train_full" in entry.splits else "train"  # GLA draws ImageNet from all of train
-    full = {"train": config.load(name, pool_split), "val": config.load(name, "val"), "test": config.load(name, "test")}
-    draws = {(k, seed): _draw(name, entry, full, k, seed, config) for k in shots for seed in seeds}
-    # Features of the drawn images only (ImageNet's pool is 1.28M images), cached by their exact list.
-    used = sorted({int(i) for tr, va, _ in draws.values() for i in torch.cat([tr, va]).tolist()})
-    pool = _pick(full, torch.tensor(used))
-    where = torch.full((len(full["train"]) + len(full["val"]),), -1, dtype=torch.long)
-    where[torch.tensor(used)] = torch.arange(len(used))
-    pool_feats = features(bb, pool, config)
-    feats_test = features(bb, full["test"], config)
-    classnames = full["train"].classnames
-    head = _head(bb, classnames, templates_of(full["train"], settings.templates), config)
-    template = prompt_tuning_template(name)
-    zs_test = zero_shot_logits(feats_test, head, bb.logit_scale)
-    y_test = full["test"].labels
-    labels_all = torch.cat([full["train"].labels, full["val"].labels])
-    extra_sets = [(sname, sdata, features(bb, sdata, config)) for sname, sdata in
-                  ((s, config.load(s, "test")) for s in shifted)]
-    rows = []
-    recipe = json.dumps(asdict(prompts), sort_keys=True)
-    for k in shots:
-        for seed in seeds:
-            torch.manual_seed(seed)
-            itr, iva, how = draws[(k, seed)]
-            f_tr, f_va = pool_feats[where[itr]], pool_feats[where[iva]]
-            tr = _Items(itr, labels_all[itr])
-            va = _Items(iva, labels_all[iva])
-            base = run_columns(backbone, pretrained, name, settings, shots=k, seed=seed, eval_set=name,
-                               sampling=how, source_prior="uniform", recipe=recipe)
-            # q and T_zs first: the official rule selects prompt tuning's epoch by GLA on val.
-            est_split = "train+val" if k < ESTIMATE_ON_TRAIN_BELOW else "val"
-            f_est = torch.cat([f_tr, f_va]) if k < ESTIMATE_ON_TRAIN_BELOW else f_va
-            y_est = torch.cat([tr.labels, va.labels]) if k < ESTIMATE_ON_TRAIN_BELOW else va.labels
-            zs_est = Outputs(zero_shot_logits(f_est, head, bb.logit_scale), y_est, est_split)
-            t_zs = fit_temperature(zs_est, settings, threshold=THRESHOLD_ZERO_SHOT)
-            prior = fit_prior(zs_est, settings, temperature=t_zs.temperature, temperature_converged=t_zs.converged)
-            zs_val = zero_shot_logits(f_va, head, bb.logit_scale)
-            base.update(prior.columns())
-            rows.append(score(base, Method.ZERO_SHOT, "test", zs_test, y_test))
-            probe, _ = linear_probe(f_tr, tr.labels, head.T * bb.logit_scale, val_features=f_va,
-                                    val_labels=va.labels, seed=seed)
-            with torch.no_grad():
-                rows.append(score(base, Method.LINEAR_PROBE, "test", probe(feats_test), y_test))
-            _choose_on("val", "the prompt-tuning epoch")
-            select = (gla_val_selector(zs_val, va.labels, prior.log_prior, t_zs.temperature,
-                                       temperature_method=settings.temperature_method)
-                      if prompts.select == "gla" else None)
-            coop, coop_hist = _train(CoOp(bb, classnames, n_ctx=prompts.coop_n_ctx, seed=seed), prompts, bb,
-                                     full, tr, va, f_tr, f_va, seed, None, config)
-            pt, pt_hist = _train(PromptResiduals(bb, classnames, template), prompts, bb, full, tr, va, f_tr, f_va,
-                                 seed, select, config)
-            with torch.no_grad():
-                coop_test, pt_val, pt_test = coop(feats_test), pt(f_va), pt(feats_test)
-            rows.append(score(base, Method.COOP, "test", coop_test, y_test, prompt_epoch=_best_epoch(coop_hist)))
-            rows.append(score(base, Method.PROMPT_TUNING, "test", pt_test, y_test, prompt_epoch=_best_epoch(pt_hist)))
-            t_ft = fit_temperature(Outputs(pt_val, va.labels, "val"), settings, threshold=THRESHOLD_FINE_TUNED)
-            temps = {"t_zs": t_zs.temperature, "t_zs_converged": t_zs.converged, "t_ft": t_ft.temperature,
-                     "t_ft_converged": t_ft.converged, "prompt_epoch": _best_epoch(pt_hist)}
-            rows.append(score(base, Method.ENSEMBLE, "test", pt_test / t_ft.temperature + zs_test / t_zs.temperature,
-                              y_test, **temps))
-            rows.append(score(base, Method.GLA, "test",
-                              gla_logits(zs_test, pt_test, prior.log_prior, zs_temperature=t_zs.temperature,
-                                         ft_temperature=t_ft.temperature), y_test, **temps))
-            if k not in eval_shots:
-                continue
-            for sname, sdata, sfeat in extra_sets:
-                sub = sdata.class_subset
-                ys = project_labels(sdata.labels, sub)
-                zs_s = zero_shot_logits(sfeat, head, bb.logit_scale)
-                with torch.no_grad():
-                    pt_s = pt(sfeat)
-                    models = {Method.ZERO_SHOT: zs_s, Method.LINEAR_PROBE: probe(sfeat), Method.COOP: coop(sfeat),
-                              Method.PROMPT_TUNING: pt_s,
-                              Method.ENSEMBLE: pt_s / t_ft.temperature + zs_s / t_zs.temperature,
-                              Method.GLA: gla_logits(zs_s, pt_s, prior.log_prior, zs_temperature=t_zs.temperature,
-                                                     ft_temperature=t_ft.temperature)}
-                for method, z in models.items():
-                    extra = temps if method in (Method.ENSEMBLE, Method.GLA) else {}
-                    rows.append(score({**base, "eval_set": sname}, method, f"test:{sname}",
-                                      project_logits(z.float(), sub), ys, **extra))
+    bb: Any  # gla.backbones.Backbone
+    backbone: str
+    pretrained: str | None
+    settings: ProtocolSettings
+    prompts: PromptRecipe
+    eval_shots: frozenset[int]  # shots whose models are also evaluated on the shifted sets
+    config: RunConfig
+
+
+@dataclass
+class _Pool:
+    """One dataset: its splits, every draw, and what all draws share (features, head, test logits)."""
+
+    name: str
+    full: dict  # "train" (the pool drawn from), "val", "test"
+    draws: dict  # (shots, seed) -> (train indices, val indices, how)
+    features: torch.Tensor  # of the drawn images only, row where[i] for global index i
+    where: torch.Tensor
+    labels: torch.Tensor  # train pool then val, by global index
+    head: torch.Tensor
+    template: str
+    test_features: torch.Tensor
+    zs_test: torch.Tensor
+    shifted: list  # (name, data, features) of each shifted test set
+
+    @classmethod
+    def load(cls, run: _Run, name: str, shots: Sequence[int], seeds: Sequence[int], shifted: Sequence[str]) -> _Pool:
+        config, bb = run.config, run.bb
+        entry = dataset_entry(name)
+        pool_split = "train_full" if "train_full" in entry.splits else "train"  # GLA draws ImageNet from all of train
+        full = {"train": config.load(name, pool_split), "val": config.load(name, "val"),
+                "test": config.load(name, "test")}
+        draws = {(k, seed): _draw(name, entry, full, k, seed, config) for k in shots for seed in seeds}
+        # Features of the drawn images only (ImageNet's pool is 1.28M images), cached by their exact list.
+        used = sorted({int(i) for tr, va, _ in draws.values() for i in torch.cat([tr, va]).tolist()})
+        drawn = _pick(full, torch.tensor(used))
+        where = torch.full((len(full["train"]) + len(full["val"]),), -1, dtype=torch.long)
+        where[torch.tensor(used)] = torch.arange(len(used))
+        pool_feats = features(bb, drawn, config)
+        feats_test = features(bb, full["test"], config)
+        head = cached_head(bb, full["train"].classnames, templates_of(full["train"], run.settings.templates), config)
+        template = prompt_tuning_template(name)
+        zs_test = zero_shot_logits(feats_test, head, bb.logit_scale)
+        labels_all = torch.cat([full["train"].labels, full["val"].labels])
+        extra_sets = [(sname, sdata, features(bb, sdata, config)) for sname, sdata in
+                      ((s, config.load(s, "test")) for s in shifted)]
+        return cls(name, full, draws, pool_feats, where, labels_all, head, template, feats_test, zs_test, extra_sets)
+
+    @property
+    def classnames(self) -> list[str]:
+        return self.full["train"].classnames
+
+    def items(self, index: torch.Tensor) -> tuple[_Items, torch.Tensor]:
+        """Drawn items by global index, with their features."""
+        return _Items(index, self.labels[index]), self.features[self.where[index]]
+
+
+def _one_draw(run: _Run, pool: _Pool, k: int, seed: int) -> tuple[list[dict], FewShotFit]:
+    """The rows of one (shots, seed) draw: the prior and ``T_zs`` first (the official rule
+    selects prompt tuning's epoch by GLA on val), then every model, then ``T_ft``."""
+    settings, prompts, bb = run.settings, run.prompts, run.bb
+    torch.manual_seed(seed)
+    itr, iva, how = pool.draws[(k, seed)]
+    (tr, f_tr), (va, f_va) = pool.items(itr), pool.items(iva)
+    y_test = pool.full["test"].labels
+    base = run_columns(run.backbone, run.pretrained, pool.name, settings, shots=k, seed=seed, eval_set=pool.name,
+                       sampling=how, source_prior="uniform", recipe=json.dumps(asdict(prompts), sort_keys=True))
+    below = k < ESTIMATE_ON_TRAIN_BELOW
+    zs_est = Outputs(zero_shot_logits(torch.cat([f_tr, f_va]) if below else f_va, pool.head, bb.logit_scale),
+                     torch.cat([tr.labels, va.labels]) if below else va.labels, "train+val" if below else "val")
+    t_zs = fit_temperature(zs_est, settings, threshold=THRESHOLD_ZERO_SHOT)
+    prior = fit_prior(zs_est, settings, temperature=t_zs.temperature, temperature_converged=t_zs.converged)
+    zs_val = zero_shot_logits(f_va, pool.head, bb.logit_scale)
+    base.update(prior.columns())
+    rows = [score(base, Method.ZERO_SHOT, "test", pool.zs_test, y_test)]
+    probe, _ = linear_probe(f_tr, tr.labels, pool.head.T * bb.logit_scale, val_features=f_va, val_labels=va.labels,
+                            seed=seed)
+    with torch.no_grad():
+        rows.append(score(base, Method.LINEAR_PROBE, "test", probe(pool.test_features), y_test))
+    choose_on("val", "the prompt-tuning epoch")
+    select = (gla_val_selector(zs_val, va.labels, prior.log_prior, t_zs.temperature,
+                               temperature_method=settings.temperature_method)
+              if prompts.select == "gla" else None)
+    draw = _Draw(tr, va, f_tr, f_va, seed)
+    coop, coop_hist = _train(run, pool, CoOp(bb, pool.classnames, n_ctx=prompts.coop_n_ctx, seed=seed), draw, None)
+    pt, pt_hist = _train(run, pool, PromptResiduals(bb, pool.classnames, pool.template), draw, select)
+    with torch.no_grad():
+        coop_test, pt_val, pt_test = coop(pool.test_features), pt(f_va), pt(pool.test_features)
+    rows.append(score(base, Method.COOP, "test", coop_test, y_test, prompt_epoch=_best_epoch(coop_hist)))
+    rows.append(score(base, Method.PROMPT_TUNING, "test", pt_test, y_test, prompt_epoch=_best_epoch(pt_hist)))
+    t_ft = fit_temperature(Outputs(pt_val, va.labels, "val"), settings, threshold=THRESHOLD_FINE_TUNED)
+    fit = FewShotFit(prior, t_zs, t_ft, _best_epoch(pt_hist))
+    temps = fit.columns()
+    rows.append(score(base, Method.ENSEMBLE, "test", pt_test / t_ft.temperature + pool.zs_test / t_zs.temperature,
+                      y_test, **temps))
+    rows.append(score(base, Method.GLA, "test", gla_logits(pool.zs_test, pt_test, prior.log_prior,
+                                                          zs_temperature=t_zs.temperature,
+                                                          ft_temperature=t_ft.temperature), y_test, **temps))
+    if k in run.eval_shots:
+        learners = {Method.LINEAR_PROBE: probe, Method.COOP: coop, Method.PROMPT_TUNING: pt}
+        rows += _shifted_rows(run, pool, base, learners, fit)
+    return rows, fit
+
+
+def _shifted_rows(run: _Run, pool: _Pool, base: dict, learners: dict, fit: FewShotFit) -> list[dict]:
+    """Rows of the draw's models (``learners``: method -> a model of image features) on each
+    shifted test set, logits projected onto its classes."""
+    rows, bb, pt = [], run.bb, learners[Method.PROMPT_TUNING]
+    t_zs, t_ft = fit.t_zs.temperature, fit.t_ft.temperature
+    temps = fit.columns()
+    for sname, sdata, sfeat in pool.shifted:
+        sub = sdata.class_subset
+        ys = project_labels(sdata.labels, sub)
+        zs_s = zero_shot_logits(sfeat, pool.head, bb.logit_scale)
+        with torch.no_grad():
+            pt_s = pt(sfeat)
+            models = {Method.ZERO_SHOT: zs_s, Method.LINEAR_PROBE: learners[Method.LINEAR_PROBE](sfeat),
+                      Method.COOP: learners[Method.COOP](sfeat), Method.PROMPT_TUNING: pt_s,
+                      Method.ENSEMBLE: pt_s / t_ft + zs_s / t_zs,
+                      Method.GLA: gla_logits(zs_s, pt_s, fit.prior.log_prior, zs_temperature=t_zs,
+                                             ft_temperature=t_ft)}
+        for method, z in models.items():
+            extra = temps if method in (Method.ENSEMBLE, Method.GLA) else {}
+            rows.append(score({**base, "eval_set": sname}, method, f"test:{sname}", project_logits(z.float(), sub),
+                              ys, **extra))
     return rows
+
+
+@dataclass(frozen=True)
+class _Draw:
+    """One draw's train and val items, their features, and the seed."""
+
+    train: _Items
+    val: _Items
+    train_features: torch.Tensor
+    val_features: torch.Tensor
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -214,8 +287,6 @@ class _Items:
 
 def _indexed(data, offset: int):
     """The same labels with each item replaced by its global index (for sampling by index)."""
-    from ..data import LabelledImages
-
     return LabelledImages(torch.arange(len(data)) + offset, data.labels, data.classnames, data.templates,
                           name=data.name, split=data.split)
 
@@ -247,12 +318,6 @@ def _cached_split(full):
     (:func:`_preprocessed_imagenet_draw`). Without either file the hook gives ``None`` and
     the sampler draws on our (sorted) order.
     """
-    import os
-    from pathlib import Path
-
-    from ..data import dataset_entry
-    from ..pickles import cached_few_shot_split
-
     def lookup(*, name, train, val, shots, seed, root):
         paths_tr, paths_va = full["train"].images, full["val"].images
         if isinstance(paths_tr, torch.Tensor) or not len(paths_tr):
@@ -321,11 +386,6 @@ def _preprocessed_imagenet_draw(name, train, shots, seed, root, candidates):
         The pickle lists other images than ``train`` or other labels (see
         :func:`gla.pickles.match_listing`).
     """
-    from pathlib import Path
-
-    from ..features import dataset_identity
-    from ..pickles import preprocessed_train_order
-
     if isinstance(train.images, torch.Tensor) or not len(train.images) or train.meta.get("holdout_per_class", 0):
         return None
     first = Path(train.images[0])
@@ -373,11 +433,16 @@ def _best_epoch(history: list[dict]) -> int | None:
     return None
 
 
-def _train(learner, prompts: PromptRecipe, bb, full, tr, va, f_tr, f_va, seed, select, config):
+def _train(run: _Run, pool: _Pool, learner, draw: _Draw, select):
+    """Train a prompt learner on one draw with the run's recipe (end to end on images, or on
+    the cached features); returns the learner and its history."""
+    prompts = run.prompts
     if prompts.trainer == "images":
-        return train_prompts_end_to_end(learner, bb, _pick(full, tr.index), _pick(full, va.index),
-                                        epochs=prompts.epochs, lr=prompts.lr, batch_size=prompts.batch_size or 32,
+        return train_prompts_end_to_end(learner, run.bb, _pick(pool.full, draw.train.index),
+                                        _pick(pool.full, draw.val.index), epochs=prompts.epochs, lr=prompts.lr,
+                                        batch_size=prompts.batch_size or 32,
                                         warmup_epochs=min(1, prompts.epochs - 1),  # 1 epoch (smoke): no warm-up
-                                        select=select, seed=seed, progress=config.progress)
-    return train_prompts(learner, f_tr, tr.labels, f_va, va.labels, epochs=prompts.epochs, lr=prompts.lr,
-                         batch_size=prompts.batch_size, seed=seed, select=select)
+                                        select=select, seed=draw.seed, progress=run.config.progress)
+    return train_prompts(learner, draw.train_features, draw.train.labels, draw.val_features, draw.val.labels,
+                         epochs=prompts.epochs, lr=prompts.lr, batch_size=prompts.batch_size, seed=draw.seed,
+                         select=select)

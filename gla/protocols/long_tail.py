@@ -6,18 +6,19 @@ ours, stated in the rows (``recipe``) and in the book's long-tail chapter.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 from ..adjust import debias, gla_logits, interpolate_state_dicts, logit_adjust
 from ..finetune import FinetuneConfig
 from .common import Models, fit_prior, log_source_prior, recipe_json, run_columns, seeded, state_tag, templates_of
 from .config import ProtocolSettings, RunConfig
-from .results import Method, results_frame, score
+from .results import LongTailResult, Method, results_frame, score
 
 
 def run_long_tail(backbone: str, pretrained: str | None, dataset: str, *,
                   settings: ProtocolSettings = ProtocolSettings(), recipe: FinetuneConfig = FinetuneConfig(),
-                  seed: int = 0, config: RunConfig = RunConfig()):
+                  seed: int = 0, config: RunConfig = RunConfig()) -> LongTailResult:
     """The long-tail protocol: zero-shot, its debiased form, fine-tuned with cross-entropy
     (CE), CE with post-hoc logit adjustment (CE - log p_s), fine-tuned with the
     logit-adjusted loss (LA loss), WiSE-FT (alpha 0.5, CE model), and GLA (zero-shot + CE
@@ -26,6 +27,12 @@ def run_long_tail(backbone: str, pretrained: str | None, dataset: str, *,
 
     Parameters are those of :func:`gla.protocols.run_many_shot`; the source prior is always
     the training counts (the point of a long-tailed training set).
+
+    Returns
+    -------
+    LongTailResult
+        ``table``: the tidy rows; ``prior``, ``log_source_prior`` and ``train_counts``:
+        what the models remove and what the groups are cut by.
     """
     settings = replace(settings, source_prior="counts")
     recipe = config.recipe(seeded(recipe, seed))
@@ -49,14 +56,14 @@ def run_long_tail(backbone: str, pretrained: str | None, dataset: str, *,
         Method.FINE_TUNED_LA_LOSS: (la, None), Method.WISE_FT: (wise_logits, 0.5),
         Method.GLA: (gla_logits(zs_test.logits, ce, prior.log_prior, log_source_prior=log_ps), None),
     }
-    return results_frame([score(base, k, "test", z, test.labels, train_counts=train.class_counts(), alpha=a)
-                          for k, (z, a) in models.items()])
+    counts = train.class_counts()
+    table = results_frame([score(base, k, "test", z, test.labels, train_counts=counts, alpha=a)
+                           for k, (z, a) in models.items()])
+    return LongTailResult(table, prior, log_ps, counts)
 
 
 def replace_weights(model, sd0, sd1, alpha: float):
     """A copy of ``model`` with the WiSE-FT interpolation of two state dicts loaded."""
-    import copy
-
     wise = copy.deepcopy(model)
     wise.load_state_dict(interpolate_state_dicts(sd0, sd1, alpha))
     return wise

@@ -96,9 +96,9 @@ def _compare(preset, seed: int, mine, shipped, cache_dir: str) -> None:
 
 
 def _same_file(a, b) -> bool:
-    from .shipped import _sha256
+    from .shipped import file_sha256
 
-    return _sha256(a) == _sha256(b)
+    return file_sha256(a) == file_sha256(b)
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -43,7 +43,7 @@ class ShippedCheckpoint:
     pretrain: dict
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -81,7 +81,7 @@ def shipped_checkpoint(preset: str | WorldPreset, seed: int, folder: str | os.Pa
         path = Path(folder) / entry.file
         if not path.is_file():
             return None
-        digest = _sha256(path)
+        digest = file_sha256(path)
         if digest != entry.sha256:
             raise ValueError(f"shipped world checkpoint {path}: sha256 {digest}, but the manifest says {entry.sha256}; "
                              f"the file is damaged or was replaced (regenerate it with: {entry.command})")
@@ -112,7 +112,7 @@ def ship(checkpoint: str | os.PathLike, preset: str | WorldPreset, seed: int, co
     tmp = folder / f".{name}.tmp"
     shutil.copyfile(checkpoint, tmp)
     os.replace(tmp, folder / name)
-    entry = ShippedCheckpoint(p.name, int(seed), name, _sha256(folder / name), command, time.strftime("%Y-%m-%d"),
+    entry = ShippedCheckpoint(p.name, int(seed), name, file_sha256(folder / name), command, time.strftime("%Y-%m-%d"),
                               torch.__version__, world, pretrain)
     entries = [e for e in shipped_checkpoints(folder) if (e.preset, e.seed) != (p.name, seed)] + [entry]
     entries.sort(key=lambda e: (e.preset, e.seed))
