@@ -47,6 +47,7 @@ from .backbones import is_checkpoint_path
 from .book_source import (
     CHECKOUT_ROOT,
     RESERVED,
+    TABLE_SUFFIXES,
     declared_parameters,
     find_source_dir,
     notebook_parameters,
@@ -321,7 +322,6 @@ def check_parameters(plan: Mapping[str, tuple[Path, Mapping[str, Any]]]) -> None
 
 
 ARCHIVE_NAME = "results.zip"
-TABLE_SUFFIXES = (".csv", ".json", ".tsv")
 
 
 def write_results_archive(out_dir: str | os.PathLike, name: str = ARCHIVE_NAME) -> Path:

@@ -18,6 +18,7 @@ from .errors import UsageError
 
 CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
 RESERVED = ("notebooks", "lanes", "after_lanes")  # keys of a parameter file that are not notebook parameters
+TABLE_SUFFIXES = (".csv", ".json", ".tsv")  # what a chapter's results folder holds as tables
 
 
 def packaged_folder(folder: str) -> Path | None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from .book_source import find_source_dir
+from .book_source import TABLE_SUFFIXES, find_source_dir
 from .report import published
 
 
@@ -189,7 +189,6 @@ def chapter_runs(records: Mapping[str, Mapping[str, Any]], results_dir: str | Pa
         ``provider`` (True for a chapter on a registered provider's model, the world's).
     """
     from .backbones import backbone_provider
-    from .book import TABLE_SUFFIXES
 
     order = book_chapters()
     stems = [c for c in order if c in records] + sorted(c for c in records if c not in order)
