@@ -77,4 +77,6 @@ def load_world_backbone(name: str, pretrained: str | None, device: str | torch.d
     std = getattr(cfg, "image_std", None) or open_clip.OPENAI_DATASET_STD
     preprocess = transforms.Normalize(mean, std)  # world images are already tensors in [0, 1]
     context = model.context_length if hasattr(model, "context_length") else 16
-    return Backbone(model, preprocess, WordTokenizer(vocabulary, context), name, pretrained, device, metadata)
+    pieces = metadata.get("pieces")
+    return Backbone(model, preprocess, WordTokenizer(vocabulary, context, pieces=pieces), name, pretrained, device,
+                    metadata)

@@ -83,6 +83,11 @@ class WorldConfig:
         templates ordered from descriptive to generic, so at 1 the rarest concept is named
         only in descriptive captions and never in the generic ones that zero-shot prompts
         resemble ("a photo of a {name}.").
+    subword_names : bool
+        A property of real tokenizers (off by default): concept names are read as the
+        syllables they are made of (byte-pair encoders split rare words into pieces that
+        frequent words share), so the text tower composes a rare name from pieces it has
+        seen in frequent names instead of learning one token it rarely sees.
     instance_prob : float
         A property of web captions (0, off, by default): they describe the image at hand,
         not only its concept. Each caption of the corpus then carries, each with this
@@ -110,6 +115,7 @@ class WorldConfig:
     generic_names: int = 0
     generic_prob: float = 0.0
     template_variety: float = 0.0
+    subword_names: bool = False
     instance_prob: float = 0.0
     label_noise: float = 0.0
     main_train_per_class: int = 0
@@ -140,7 +146,7 @@ class WorldConfig:
         return hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:12]
 
 
-_MECHANISMS = ("generic_names", "generic_prob", "template_variety", "instance_prob", "label_noise",
+_MECHANISMS = ("generic_names", "generic_prob", "template_variety", "subword_names", "instance_prob", "label_noise",
                "main_train_per_class")
 DOWNSTREAM_SETTINGS = ("label_noise", "main_train_per_class")  # settings of the downstream tasks, not the corpus
 _MECHANISMS_OFF = {f.name: f.default for f in fields(WorldConfig) if f.name in _MECHANISMS}
@@ -245,8 +251,11 @@ class World:
                                         .replace("{pat}", "").replace("{}", "")))
         for syn in SYNONYMS.values():
             words.update(syn)
-        words.update(self.names)
-        words.update(self.alt_names)
+        if self.config.subword_names:
+            words.update(SYLLABLES)
+        else:
+            words.update(self.names)
+            words.update(self.alt_names)
         words.update(w for w in self.generic if w)
         if self.config.instance_prob > 0:
             words.update(INSTANCE_WORDS)
@@ -254,6 +263,17 @@ class World:
         if len(vocab) + 4 > VOCAB_SIZE:
             raise ValueError(f"the world's vocabulary ({len(vocab)} words) exceeds {VOCAB_SIZE - 4}")
         return vocab
+
+    def name_pieces(self) -> dict[str, list[str]] | None:
+        """How the tokenizer reads each name (its syllables) when ``subword_names``, else None."""
+        if not self.config.subword_names:
+            return None
+        return {n: [n[i:i + 2] for i in range(0, len(n), 2)] for n in self.names + self.alt_names}
+
+    def tokenizer(self, context_length: int = 12) -> "WordTokenizer":
+        """The tokenizer of this world's CLIP (its vocabulary, names read as pieces when
+        ``subword_names``)."""
+        return WordTokenizer(self.vocabulary(), context_length, pieces=self.name_pieces())
 
     def captions(self, concepts: torch.Tensor, g: torch.Generator, details: list[list[str]] | None = None
                  ) -> list[str]:
@@ -295,13 +315,15 @@ class WordTokenizer:
 
     Calling it on a string or a list of strings returns a ``(B, context_length)`` long
     tensor: start token, word ids, end token (the largest id, which open_clip's text
-    tower pools at), zero padding. Unknown words map to a reserved id.
+    tower pools at), zero padding. Unknown words map to a reserved id; a word listed in
+    ``pieces`` is read as its pieces (the world's ``subword_names``).
     """
 
-    def __init__(self, vocabulary: list[str], context_length: int = 12):
+    def __init__(self, vocabulary: list[str], context_length: int = 12, pieces: dict[str, list[str]] | None = None):
         self.vocabulary = list(vocabulary)
         self.context_length = context_length
         self.index = {w: i + 3 for i, w in enumerate(self.vocabulary)}
+        self.pieces = dict(pieces or {})  # word -> the vocabulary words it is read as
 
     def __call__(self, texts: str | list[str], context_length: int | None = None) -> torch.Tensor:
         if isinstance(texts, str):
@@ -309,6 +331,7 @@ class WordTokenizer:
         n = context_length or self.context_length
         out = torch.zeros(len(texts), n, dtype=torch.long)
         for i, t in enumerate(texts):
-            ids = [SOT] + [self.index.get(w, UNK) for w in tokenize_words(t)][: n - 2] + [EOT]
+            words = [p for w in tokenize_words(t) for p in self.pieces.get(w, [w])]
+            ids = [SOT] + [self.index.get(w, UNK) for w in words][: n - 2] + [EOT]
             out[i, : len(ids)] = torch.tensor(ids)
         return out

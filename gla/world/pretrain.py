@@ -178,7 +178,7 @@ def pretrain(world_cfg: WorldConfig = WorldConfig(), cfg: PretrainConfig = Pretr
     register_model_configs()
     world = World(world_cfg)
     vocabulary = world.vocabulary()
-    tokenizer = WordTokenizer(vocabulary)
+    tokenizer = world.tokenizer()
     model = open_clip.create_model(cfg.model)
     if cfg.fixed_logit_scale:
         if not 0 < cfg.fixed_logit_scale <= 100:
@@ -232,6 +232,7 @@ def pretrain(world_cfg: WorldConfig = WorldConfig(), cfg: PretrainConfig = Pretr
     atomic_save({
         "state_dict": model.state_dict(),
         "vocabulary": vocabulary,
+        **({"pieces": tokenizer.pieces} if tokenizer.pieces else {}),
         "model": cfg.model,
         "world_config": world_cfg.corpus_settings(),
         "pretrain_config": cfg.settings(),
