@@ -177,3 +177,56 @@ def regime_table(regimes: dict[str, dict] | None = None, presets: tuple[str, ...
             row["CLIP ViT-B/16"] = real.get(measure, float("nan"))
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def checkpoint_sentence(checkpoint: str | os.PathLike, source: str, preset: str = "default", seed: int = 0) -> str:
+    """One sentence (markdown) that says which CLIP a chapter runs on and how to regenerate it.
+
+    Parameters
+    ----------
+    checkpoint : path
+        The checkpoint the chapter loaded.
+    source : str
+        ``"shipped"`` (the package's checkpoint), ``"pretrained"`` (pretrained or reused
+        here), ``"smoke"`` (the smoke recipe) or ``"given"`` (a file passed by the user).
+    preset, seed : str, int
+        The world preset and seed it belongs to.
+    """
+    from .shipped import shipped_checkpoints
+
+    regenerate = f"`gla world pretrain --preset {preset} --world-seed {seed}`"
+    if source == "shipped":
+        entry = next((e for e in shipped_checkpoints() if e.preset == preset and e.seed == seed), None)
+        made = f", made on {entry.made} with torch {entry.torch} by `{entry.command}`" if entry else ""
+        digest = f" (sha256 `{entry.sha256[:16]}…`)" if entry else ""
+        return (f"The CLIP is the checkpoint that ships with the package, `gla/world/checkpoints/"
+                f"{Path(checkpoint).name}`{digest}{made}, as real CLIP's weights ship with their release: the book "
+                f"does not retrain it. {regenerate} regenerates it and reports how far its regime (P1-P6 below) "
+                "lies from the shipped one's.")
+    if source == "pretrained":
+        return (f"The CLIP was pretrained here with preset `{preset}`'s recipe (or reused from the cache): no "
+                f"checkpoint of this preset and seed ships with the package. {regenerate} makes the same one.")
+    if source == "smoke":
+        return ("The CLIP is the smoke recipe's (a few hundred steps, for tests): its numbers only show that the "
+                "chapter runs.")
+    return f"The CLIP is the checkpoint given as `pretrained`: `{Path(checkpoint).name}`."
+
+
+def regime_sentence(regimes: dict[str, dict] | None = None, presets: tuple[str, ...] = ("default", "photo-only")
+                    ) -> str:
+    """Which of P1-P6 hold in every measured seed of each preset, as one sentence (markdown)."""
+    from .regime import PROPERTIES, shipped_regimes
+
+    regimes = shipped_regimes() if regimes is None else regimes
+    parts = []
+    for name in presets:
+        doc = regimes.get(name)
+        if not doc:
+            continue
+        held = [p.id for p in PROPERTIES if doc["holds_in_every_seed"][p.id]]
+        missed = [p.id for p in PROPERTIES if not doc["holds_in_every_seed"][p.id]]
+        n = len(doc["per_seed"])
+        parts.append(f"preset `{name}` meets {', '.join(held) or 'none'} in all {n} seeds"
+                     + (f" and misses {', '.join(missed)} in at least one" if missed else ""))
+    return ("Of the six properties, " + "; ".join(parts) + ".") if parts else \
+        "No regime measurement ships with this package."
