@@ -35,3 +35,55 @@ def test_only_a_checkpoint_of_the_preset_can_ship(smoke_checkpoint, tmp_path):
     with pytest.raises(ValueError, match="not with preset 'photo-only'"):
         ship(smoke_checkpoint, get_preset("photo-only"), 0, "x", folder=tmp_path)
     assert shipped_checkpoints(tmp_path) == []
+
+
+def _regimes():
+    """Two presets' regime records as benchmarks/world_regime.py writes them (made-up numbers)."""
+    from gla.world.regime import PROPERTIES
+
+    def rec(seed, zs, holds):
+        m = {k: 1.0 for p in PROPERTIES for k in p.measures}
+        m.update(seed=seed, zs_id=zs, top1_zero_shot=zs, top1_fine_tuned=zs + 12, checks={p.id: holds for p in PROPERTIES})
+        return m
+
+    def doc(recs):
+        return {"per_seed": recs, "measured": "2026-12-04",
+                "holds_in_every_seed": {p.id: all(r["checks"][p.id] for r in recs) for p in PROPERTIES}}
+
+    return {"default": doc([rec(0, 60.0, True), rec(1, 58.0, True)]),
+            "photo-only": doc([rec(0, 62.0, False), rec(1, 61.0, True)])}
+
+
+def test_the_regime_table_sets_each_preset_and_seed_beside_real_clip():
+    from gla.world.book import regime_sentence, regime_table
+
+    t = regime_table(_regimes())
+    assert list(t.columns[:2]) == ["property", "measure"]
+    assert {"default, seed 0", "default, seed 1", "photo-only, seed 1", "default: holds", "CLIP ViT-B/16"} <= set(t)
+    row = t.set_index("measure").loc["zs_id"]
+    assert row["default, seed 1"] == 58.0 and row["CLIP ViT-B/16"] == pytest.approx(68.3)
+    assert row["default: holds"] == "2 of 2" and row["photo-only: holds"] == "1 of 2"
+    s = regime_sentence(_regimes())
+    assert "`default` meets P1, P2, P3, P4, P5, P6 in all 2 seeds" in s
+    assert "`photo-only` meets none in all 2 seeds and misses P1, P2" in s
+
+
+def test_seed_spread_comes_from_the_shipped_regime(monkeypatch):
+    import gla.world.regime as regime
+    from gla.world.book import seed_spread
+
+    monkeypatch.setattr(regime, "shipped_regimes", lambda *a, **k: _regimes())
+    s = seed_spread("default")
+    assert s["seeds"] == [0, 1] and s["values"]["zero_shot"] == [60.0, 58.0]
+    assert s["values"]["fine_tuned"] == [72.0, 70.0]
+    assert seed_spread("nope") is None
+
+
+def test_the_checkpoint_sentence_says_where_the_clip_comes_from(tmp_path):
+    from gla.world.book import checkpoint_sentence
+
+    assert "ships with the package" in checkpoint_sentence(tmp_path / "default-seed0.pt", "shipped")
+    assert "gla world pretrain --preset default --world-seed 0" in checkpoint_sentence("x.pt", "shipped")
+    assert "pretrained here" in checkpoint_sentence("x.pt", "pretrained", "photo-only", 2)
+    assert "--preset photo-only --world-seed 2" in checkpoint_sentence("x.pt", "pretrained", "photo-only", 2)
+    assert "smoke" in checkpoint_sentence("x.pt", "smoke") and "mine.pt" in checkpoint_sentence("a/mine.pt", "given")
