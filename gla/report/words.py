@@ -91,11 +91,14 @@ SPREAD_METRICS: dict[str, tuple[str, str]] = {
     "spearman_estimated_true": ("the rank correlation of the estimate with the truth", ""),
     "linear_probe": ("the linear probe", "points"), "fine_tuned": ("the fine-tuned model", "points"),
     "fine_tuned_gain": ("fine-tuning's gain over zero-shot", "points"),
+    "gla": ("GLA", "points"), "ensemble": ("the output ensemble", "points"), "wise_ft": ("WiSE-FT (0.5)", "points"),
+    "gla_gain": ("GLA's gain over the fine-tuned model", "points"),
 }
 
 
 # Differences of two measured metrics (per seed) that a chapter may quote.
-_SPREAD_DIFFERENCES = {"debiasing_gain": ("debiased", "zero_shot"), "fine_tuned_gain": ("fine_tuned", "zero_shot")}
+_SPREAD_DIFFERENCES = {"debiasing_gain": ("debiased", "zero_shot"), "fine_tuned_gain": ("fine_tuned", "zero_shot"),
+                       "gla_gain": ("gla", "fine_tuned")}
 
 
 def seed_spread_note(spread: Mapping[str, Any] | None, metrics: Sequence[str], *, unmeasured: Sequence[str] = ()

@@ -83,11 +83,12 @@ class WorldConfig:
         templates ordered from descriptive to generic, so at 1 the rarest concept is named
         only in descriptive captions and never in the generic ones that zero-shot prompts
         resemble ("a photo of a {name}.").
-    subword_names : bool
-        A property of real tokenizers (off by default): concept names are read as the
-        syllables they are made of (byte-pair encoders split rare words into pieces that
-        frequent words share), so the text tower composes a rare name from pieces it has
-        seen in frequent names instead of learning one token it rarely sees.
+    subword_names : float
+        A property of real tokenizers (0, off, by default): byte-pair encoders give frequent
+        words a token of their own and split rare words into pieces that other words share.
+        The names of this share of the concepts, the rarest first, are read as the syllables
+        they are made of, so the text tower composes a rare name from pieces it has seen in
+        other names instead of learning a token of its own.
     instance_prob : float
         A property of web captions (0, off, by default): they describe the image at hand,
         not only its concept. Each caption of the corpus then carries, each with this
@@ -115,7 +116,7 @@ class WorldConfig:
     generic_names: int = 0
     generic_prob: float = 0.0
     template_variety: float = 0.0
-    subword_names: bool = False
+    subword_names: float = 0.0
     instance_prob: float = 0.0
     label_noise: float = 0.0
     main_train_per_class: int = 0
@@ -199,6 +200,8 @@ class World:
                              f"got {c.generic_names}, {c.generic_prob}")
         if not 0 <= c.template_variety <= 1:
             raise ValueError(f"template_variety: expected a number in [0, 1], got {c.template_variety}")
+        if not 0 <= float(c.subword_names) <= 1:
+            raise ValueError(f"subword_names: expected a share in [0, 1], got {c.subword_names}")
         if not 0 <= c.instance_prob <= 1:
             raise ValueError(f"instance_prob: expected a probability in [0, 1], got {c.instance_prob}")
         if not 0 <= c.label_noise < 1:
@@ -251,11 +254,10 @@ class World:
                                         .replace("{pat}", "").replace("{}", "")))
         for syn in SYNONYMS.values():
             words.update(syn)
-        if self.config.subword_names:
+        pieces = self.name_pieces() or {}
+        if pieces:
             words.update(SYLLABLES)
-        else:
-            words.update(self.names)
-            words.update(self.alt_names)
+        words.update(n for n in self.names + self.alt_names if n not in pieces)
         words.update(w for w in self.generic if w)
         if self.config.instance_prob > 0:
             words.update(INSTANCE_WORDS)
@@ -265,10 +267,14 @@ class World:
         return vocab
 
     def name_pieces(self) -> dict[str, list[str]] | None:
-        """How the tokenizer reads each name (its syllables) when ``subword_names``, else None."""
-        if not self.config.subword_names:
+        """The names the tokenizer reads as pieces (their syllables): those of the rarest
+        ``subword_names`` share of the concepts; None when off."""
+        share = float(self.config.subword_names)
+        if share <= 0:
             return None
-        return {n: [n[i:i + 2] for i in range(0, len(n), 2)] for n in self.names + self.alt_names}
+        rare = torch.argsort(self.prior)[: round(share * self.n_concepts)].tolist()
+        names = [self.names[k] for k in rare] + [self.alt_names[k] for k in rare]
+        return {n: [n[i:i + 2] for i in range(0, len(n), 2)] for n in names}
 
     def tokenizer(self, context_length: int = 12) -> "WordTokenizer":
         """The tokenizer of this world's CLIP (its vocabulary, names read as pieces when
