@@ -56,7 +56,7 @@ from .book_source import (
 )
 from .cache import default_cache_dir
 from .errors import RunError, UsageError
-from .pages import real_pages, serves_real_backbone
+from .pages import needs_run_pages, real_pages
 
 # Parameters that name files or folders: relative values resolve against the parameter
 # file's folder (or the current folder for a mapping), never against the output folder.
@@ -604,7 +604,7 @@ def build_book(generated: str | os.PathLike, out_dir: str | os.PathLike, *, book
         raise UsageError(f"config: no Jupyter Book _config.yml at {cfg}")
     out = Path(out_dir).resolve()
     target = out / "book"
-    real = serves_real_backbone(records)
+    real = needs_run_pages(records)
     if real and target.resolve() in (find_source_dir("book").resolve(), pages.resolve()):
         raise UsageError(f"out: a book for a real backbone is assembled in its own folder, not in its pages' {pages}")
     if target.resolve() != pages.resolve():

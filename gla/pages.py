@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from .backbones import backbone_provider
 from .book_source import TABLE_SUFFIXES, find_source_dir
 from .report import published
 
@@ -45,19 +46,27 @@ _COLUMNS = ("chapter", "backbone", "pretrained", "protocol", "dataset", "method"
 _SETTINGS = ("protocol", "templates", "alpha", "prior_source", "source_prior", "sampling")
 
 
-def serves_real_backbone(records: Mapping[str, Mapping[str, Any]]) -> bool:
-    """Whether a tree of executed chapters is a book for an open_clip backbone (True) or for
-    a source that a registered provider serves, such as the miniature world (False).
+def described_by_shipped_pages(backbone: Any) -> bool:
+    """Whether the book's shipped pages (``book/``) describe a chapter run on ``backbone``:
+    its provider declares so (:attr:`gla.backbones.BackboneProvider.shipped_pages`, the
+    world's does). A chapter that names no backbone runs none and is described either way."""
+    if not isinstance(backbone, str) or not backbone:
+        return True
+    provider = backbone_provider(backbone)
+    return provider is not None and provider.shipped_pages
+
+
+def needs_run_pages(records: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether a tree of executed chapters needs pages written for its run (:func:`real_pages`)
+    instead of the shipped ones: True when a chapter ran a model the shipped pages do not
+    describe (an open_clip model, or a plug-in's whose provider does not declare
+    ``shipped_pages``).
 
     ``records`` maps chapter stems to the parameters each ran with
-    (:func:`gla.book.executed_chapters`); one chapter on an open_clip backbone makes the
-    book a real backbone's (the world's chapter of such a book does not make it the world's).
+    (:func:`gla.book.executed_chapters`); one such chapter makes the book its run's (the
+    world's chapter of a book for ViT-B-16 does not make it the world's).
     """
-    from .backbones import backbone_provider
-    from .plugins import ensure_plugins
-
-    ensure_plugins()
-    return any(backbone_provider(str(r.get("backbone", "gla-world-tiny"))) is None for r in records.values())
+    return not all(described_by_shipped_pages(r.get("backbone")) for r in records.values())
 
 
 def _weights_name(pretrained: Any) -> str:
@@ -186,10 +195,9 @@ def chapter_runs(records: Mapping[str, Mapping[str, Any]], results_dir: str | Pa
         file name or tag)), ``data`` (markdown), ``tables`` (file names of its tables),
         ``settings`` (markdown), ``from_rows`` (True when models and data come from its
         results rows, which say what ran also where smoke mode trimmed the parameters), and
-        ``provider`` (True for a chapter on a registered provider's model, the world's).
+        ``shipped`` (True for a chapter on a model the shipped pages describe, the world's:
+        :func:`described_by_shipped_pages`).
     """
-    from .backbones import backbone_provider
-
     order = book_chapters()
     stems = [c for c in order if c in records] + sorted(c for c in records if c not in order)
     out = []
@@ -211,8 +219,8 @@ def chapter_runs(records: Mapping[str, Mapping[str, Any]], results_dir: str | Pa
                         if p.suffix in TABLE_SUFFIXES and not p.name.startswith(".")) if folder.is_dir() else []
         out.append({"chapter": stem, "models": models, "data": data, "tables": tables, "settings": _settings_of(rec),
                     "from_rows": rows is not None,
-                    "provider": backbone_provider(str(rec.get("backbone", ""))) is not None})
-    return pd.DataFrame(out, columns=["chapter", "models", "data", "tables", "settings", "from_rows", "provider"])
+                    "shipped": described_by_shipped_pages(rec.get("backbone"))})
+    return pd.DataFrame(out, columns=["chapter", "models", "data", "tables", "settings", "from_rows", "shipped"])
 
 
 def _settings_of(rec: Mapping[str, Any]) -> str:
@@ -244,11 +252,11 @@ def _doc(stem: str) -> str:
 
 def chapters_table(runs: pd.DataFrame) -> pd.DataFrame:
     """The introduction's table: which model (backbone and weights) and data each chapter of
-    :func:`chapter_runs` ran; a chapter on a registered provider's model (the world's) is
-    not this run's and is left out."""
+    :func:`chapter_runs` ran; a chapter on a model the shipped pages describe (the world's)
+    is not this run's and is left out."""
     rows = []
     for r in runs.itertuples(index=False):
-        if r.provider:
+        if r.shipped:
             continue
         if r.chapter in READS_TABLES:
             rows.append({"chapter": _doc(r.chapter), "model": "", "data": READS_TABLES[r.chapter]})
@@ -262,7 +270,7 @@ def chapters_table(runs: pd.DataFrame) -> pd.DataFrame:
 def _main_model(runs: pd.DataFrame) -> tuple[str, str]:
     """The backbone and weights most chapters ran (the first chapter's on a tie)."""
     firsts = [r.models[0] for r in runs.itertuples(index=False)
-              if not r.provider and r.chapter not in READS_TABLES and r.models]
+              if not r.shipped and r.chapter not in READS_TABLES and r.models]
     if not firsts:
         return "", ""
     counts = {m: firsts.count(m) for m in firsts}
@@ -353,7 +361,7 @@ def results_page(runs: pd.DataFrame) -> str:
     table = pd.DataFrame([{"chapter": _doc(r.chapter), "tables": ", ".join(f"`{t}`" for t in r.tables),
                            "settings": r.settings} for r in runs.itertuples(index=False)],
                          columns=["chapter", "tables", "settings"])
-    example = next((r for r in runs.itertuples(index=False) if r.tables and not r.provider), None)
+    example = next((r for r in runs.itertuples(index=False) if r.tables and not r.shipped), None)
     folders = f" (`{example.chapter}/{example.tables[0]}` is a table of {_doc(example.chapter)})" if example else ""
     backbone, _ = _main_model(runs)
     return f"""# All results
