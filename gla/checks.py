@@ -1,5 +1,5 @@
 """Checks of names and paths before anything runs, shared by the command line
-(:mod:`gla.cli`) and the book runner (:func:`gla.book.check_parameters`).
+(:mod:`gla.cli`) and the book runner (:func:`check_parameters`, before any kernel starts).
 
 Each check raises :class:`gla.errors.UsageError` with one message that names what is wrong
 (the argument, the file, the dataset) and what was expected; nothing is computed, no model
@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .backbones import (
     BackboneProvider,
@@ -23,8 +24,10 @@ from .backbones import (
     register_model_configs,
     resolve_model_name,
 )
+from .book_source import declared_parameters, parameter_defaults
 from .data import dataset_entry, list_datasets, load_dataset
 from .errors import UsageError, did_you_mean
+from .notebook import extra_backbone, provider_options, provider_options_error
 
 
 @contextlib.contextmanager
@@ -182,3 +185,70 @@ def check_files(paths: Iterable[tuple[str, str | None]], what: str = "") -> None
     for key, p in paths:
         if p and not Path(str(p)).expanduser().is_file():
             raise UsageError(f"{prefix}{key}: no file at {p}")
+
+
+# Parameters that name datasets, and the input files a notebook reads (outputs of the run,
+# such as few_shot_csv and results_root, are not checked).
+DATASET_PARAMETERS = ("dataset", "datasets", "shifted", "few_shot_dataset")
+INPUT_FILES = ("counts_file", "prior_file")
+# A dataset parameter's value that lets the notebook choose (see chapter 09).
+CHOSEN_BY_THE_NOTEBOOK = ("default",)
+
+
+def _dataset_names(value: Any) -> list[str]:
+    if value is None or value in CHOSEN_BY_THE_NOTEBOOK:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [n for v in value.values() for n in _dataset_names(v)]
+    if isinstance(value, (list, tuple)):
+        return [n for v in value for n in _dataset_names(v)]
+    return [value]  # not a name: check_datasets says what was expected
+
+
+def check_parameters(plan: Mapping[str, tuple[Path, Mapping[str, Any]]]) -> None:
+    """Check every name and path the notebooks of ``plan`` (stem -> (source, parameters))
+    receive, before any kernel starts.
+
+    For each notebook, over its parameters and the defaults of its ``parameters`` cell:
+    the backbone and its weights, with the activation of a checkpoint file
+    (:func:`check_backbone`; fully for notebooks that declare ``quick_gelu``,
+    which load an open_clip model, the name and file alone for the others), each of
+    ``extra_backbones``, options of a provider's models (the world's ``world_seed``) given
+    to an open_clip backbone, the data root, every dataset name and each split's layout
+    under the data root (:func:`check_datasets`), and the input files
+    (``counts_file``, ``prior_file``).
+
+    Raises
+    ------
+    gla.errors.UsageError
+        The first problem, with the chapter, the parameter and what to write instead.
+    """
+    datasets_checked: set = set()
+    for stem, (src, nb_params) in plan.items():
+        declared = set(declared_parameters(src))
+        p = {**parameter_defaults(src), **nb_params}
+        backbone, pretrained = p.get("backbone"), p.get("pretrained")
+        root = p.get("data_root")
+        if root and not Path(str(root)).expanduser().is_dir():
+            raise UsageError(f"{stem}: data_root: no folder at {root}")
+        if isinstance(backbone, str):
+            served = backbone_provider(backbone) is not None
+            options = sorted(provider_options() & declared) if not served else []
+            if options:
+                raise UsageError(f"{stem}: {provider_options_error(backbone, options, chapter=stem)}")
+            if "quick_gelu" in declared:
+                check_backbone(backbone, pretrained, p.get("quick_gelu"), what=stem)
+            elif isinstance(pretrained, str) and is_checkpoint_path(pretrained):
+                check_files([("pretrained", pretrained)], stem)
+        for i, entry in enumerate(p.get("extra_backbones") or []):
+            try:
+                name, weights, quick_gelu = extra_backbone(entry)
+            except ValueError as exc:
+                raise UsageError(f"{stem}: {exc}") from exc
+            check_backbone(name, weights, quick_gelu, what=f"{stem}: extra_backbones[{i}]")
+        for key in DATASET_PARAMETERS:
+            if key in p:
+                check_datasets(_dataset_names(p[key]), None, root, what=f"{stem}: {key}", checked=datasets_checked)
+        check_files([(k, p.get(k)) for k in INPUT_FILES], stem)
