@@ -29,6 +29,10 @@ in an installed package, from its package data (``gla/_book/``). :func:`build_bo
 assembles a book folder from the pages and a tree of executed notebooks, with the pages
 that say what each chapter ran (:func:`executed_chapters`, :mod:`gla.pages`) and only the
 chapters the tree holds (:mod:`gla.toc`), and builds it with Jupyter Book.
+
+papermill and nbformat come with the book's extra (``gla[book]``): they are imported inside
+the functions that execute or read notebooks, so that the rest of the package, ``gla --help``
+included, runs without them.
 """
 
 from __future__ import annotations
@@ -315,7 +319,7 @@ class _as_usage:
 
 
 def _execute(src: Path, nb_params: dict[str, Any], out: Path, *, progress_bar: bool) -> Path:
-    import papermill as pm
+    import papermill as pm  # the book's extra (see the module docstring)
 
     target = out / src.name
     nb_params = {**nb_params}
@@ -371,7 +375,7 @@ def tidy_for_the_page(path: str | os.PathLike, replace: Mapping[str, str] | None
     streams (progress bars, library warnings) are dropped from every output. In the text
     of the outputs that remain, every key of ``replace`` (folders of the building machine,
     :func:`machine_paths`) becomes its value. The file is rewritten atomically."""
-    import nbformat  # the book's extra, as in gla.book_source
+    import nbformat  # the book's extra (see the module docstring)
 
     nb = nbformat.read(str(path), as_version=4)
     for cell in nb.cells:
@@ -435,7 +439,7 @@ def chapter_record(notebook: str | os.PathLike) -> dict[str, Any]:
 
     Raises :class:`gla.errors.UsageError` for a notebook papermill did not execute.
     """
-    import nbformat
+    import nbformat  # the book's extra (see the module docstring)
 
     nb = nbformat.read(str(notebook), as_version=4)
     recorded = nb.metadata.get("papermill", {}).get("parameters")
@@ -447,7 +451,7 @@ def chapter_record(notebook: str | os.PathLike) -> dict[str, Any]:
 
 def _failure(notebook: Path) -> str | None:
     """The error an executed notebook stopped with (None when it finished)."""
-    import nbformat
+    import nbformat  # the book's extra (see the module docstring)
 
     nb = nbformat.read(str(notebook), as_version=4)
     for cell in nb.cells:
