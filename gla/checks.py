@@ -18,7 +18,6 @@ from typing import Any
 from .backbones import (
     BackboneProvider,
     backbone_provider,
-    check_weights_reachable,
     is_checkpoint_path,
     provider_models,
     register_model_configs,
@@ -27,6 +26,7 @@ from .backbones import (
 from .book_source import declared_parameters, parameter_defaults
 from .data import dataset_entry, list_datasets, load_dataset
 from .errors import UsageError, did_you_mean
+from .hub import check_weights_reachable
 from .notebook import extra_backbone, provider_options, provider_options_error
 
 
@@ -65,7 +65,7 @@ def check_backbone(name: str, pretrained: str | None, quick_gelu: bool | None = 
     (:func:`gla.backbones.resolve_model_name`: a state dict whose activation is not said is
     refused, naming the option that says it). For a tag whose weights must come from the
     local cache (``HF_HUB_OFFLINE`` set, or the hub unreachable) the cache must hold them
-    (:func:`gla.backbones.check_weights_reachable`).
+    (:func:`gla.hub.check_weights_reachable`).
 
     Parameters
     ----------

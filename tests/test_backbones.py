@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import gla.backbones as backbones
+import gla.hub
 from gla import plugins
 from gla.backbones import (
     Backbone,
@@ -236,7 +237,7 @@ def test_cached_weights_load_without_the_hub_when_it_cannot_be_reached(oai, tmp_
     _hub_cache(tmp_path / "hub", "gla-test/cached", "open_clip_pytorch_model.bin", oai["weights"])
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(backbones, "hub_unreachable", lambda timeout=3.0: "huggingface.co:443: no route")
+    monkeypatch.setattr(gla.hub, "hub_unreachable", lambda timeout=3.0: "huggingface.co:443: no route")
     real_download, offline_during = pretrained.hf_hub_download, []
 
     def download(*a, cache_dir=None, **k):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import gla.backbones
+import gla.hub
 import gla.notebook
 import gla.protocols as ex
 from gla.cli import main
@@ -241,7 +242,7 @@ def test_an_unreachable_hub_fails_at_once_with_the_message(no_compute, tmp_path,
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
-    monkeypatch.setattr(gla.backbones, "hub_unreachable", lambda timeout=3.0: "huggingface.co:443: no route")
+    monkeypatch.setattr(gla.hub, "hub_unreachable", lambda timeout=3.0: "huggingface.co:443: no route")
     monkeypatch.setattr(open_clip.pretrained, "hf_hub_download",
                         lambda *a, **k: pytest.fail("the hub was asked although it cannot be reached"))
     t0 = time.perf_counter()

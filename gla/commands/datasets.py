@@ -1,4 +1,9 @@
-"""``gla datasets``: the dataset registry, and the file layout each real dataset expects."""
+"""``gla datasets``: list the dataset registry and the layouts real datasets expect.
+
+Every dataset name the protocols take: its kind (real, or a plug-in's such as world),
+splits, the role it plays (which of the paper's datasets a synthetic task stands for)
+and, for real datasets, the files expected under the data root.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,17 @@ import argparse
 import json
 
 from ..data import dataset_entry, list_datasets
+from .options import command_parser
+
+
+def add_parser(sub, **kw) -> argparse.ArgumentParser:
+    """Add ``gla datasets`` to the subcommands ``sub`` (``kw``: formatter class, parents)."""
+    p = command_parser(sub, "datasets", __doc__, **kw)
+    kinds = sorted({dataset_entry(n).kind for n in list_datasets()})
+    p.add_argument("--kind", choices=kinds, help=f"list only one kind ({', '.join(kinds)}; default: all)")
+    p.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    p.set_defaults(func=datasets)
+    return p
 
 
 def datasets(args: argparse.Namespace) -> int:
@@ -29,16 +45,3 @@ def datasets(args: argparse.Namespace) -> int:
     if any(r["kind"] == "real" for r in rows):
         print("\nReal datasets are read from --data-root (or GLA_DATA_ROOT) in the layouts shown.")
     return 0
-
-
-def add_parser(sub, **kw) -> argparse.ArgumentParser:
-    """Add ``gla datasets`` to the subcommands ``sub`` (``kw``: formatter class, parents)."""
-    p = sub.add_parser("datasets", help="list the dataset registry and the layouts real datasets expect",
-                       description="Every dataset name the protocols take: its kind (real, or a plug-in's such as "
-                       "world), splits, the role it plays (which of the paper's datasets a synthetic task stands "
-                       "for) and, for real datasets, the files expected under the data root.", **kw)
-    kinds = sorted({dataset_entry(n).kind for n in list_datasets()})
-    p.add_argument("--kind", choices=kinds, help=f"list only one kind ({', '.join(kinds)}; default: all)")
-    p.add_argument("--json", action="store_true", help="print JSON records instead of a table")
-    p.set_defaults(func=datasets)
-    return p

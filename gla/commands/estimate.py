@@ -1,5 +1,11 @@
-"""``gla estimate``: the label prior of a zero-shot model from its saved logits, by any
-registered estimator, as JSON."""
+"""``gla estimate``: estimate the label prior from saved logits.
+
+Estimate the label prior q of a zero-shot model from its logits on labelled images (by
+default the paper's estimator, solved exactly) and print or write it as JSON, with its
+temperature and convergence diagnostics; 'gla run --prior-file' and 'gla apply
+--prior-file' read that JSON. Files are read as 'gla apply' reads them: .pt (a tensor,
+or a dict with 'logits' and 'labels'), .npy or .npz.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,23 @@ from ..apply import load_tensor
 from ..cache import atomic_write_text
 from ..errors import UsageError
 from ..estimators import get_estimator_class, list_estimators, make_estimator
-from .options import option_errors, with_options
+from .options import command_parser, option_errors, with_options
+
+
+def add_parser(sub, **kw) -> argparse.ArgumentParser:
+    """Add ``gla estimate`` to the subcommands ``sub`` (``kw``: formatter class, parents)."""
+    p = command_parser(sub, "estimate", __doc__, **kw)
+    p.add_argument("logits", help="logits (N, K): .pt (a tensor, or a dict with 'logits' and 'labels'), .npy or .npz")
+    p.add_argument("--labels", help="labels (N,), .pt or .npy (default: the 'labels' entry of the logits file)")
+    p.add_argument("--estimator", default="exact",
+                   help=f"an estimator id of gla.estimators ({', '.join(list_estimators())})")
+    p.add_argument("--temperature", default=1.0, type=number_or_text,
+                   help="divide the logits by this positive number before estimating, or 'search' for the "
+                   "temperature at which confidence matches accuracy")
+    p.add_argument("--no-balance", action="store_true", help="do not reweight to balanced classes (estimators with "
+                   "a 'balance' parameter)")
+    p.add_argument("--out", help="write the JSON result here (default: stdout)")
+    return with_options(p, estimate)
 
 
 def number_or_text(text: str) -> float | str:
@@ -57,24 +79,3 @@ def estimate(args: argparse.Namespace) -> int:
     else:
         print(text)
     return 0
-
-
-def add_parser(sub, **kw) -> argparse.ArgumentParser:
-    """Add ``gla estimate`` to the subcommands ``sub`` (``kw``: formatter class, parents)."""
-    p = sub.add_parser("estimate", help="estimate the label prior from saved logits",
-                       description="Estimate the label prior q of a zero-shot model from its logits on labelled "
-                       "images (by default the paper's estimator, solved exactly) and print or write it as JSON, "
-                       "with its temperature and convergence diagnostics; 'gla run --prior-file' and 'gla apply "
-                       "--prior-file' read that JSON. Files are read as 'gla apply' reads them: .pt (a tensor, or "
-                       "a dict with 'logits' and 'labels'), .npy or .npz.", **kw)
-    p.add_argument("logits", help="logits (N, K): .pt (a tensor, or a dict with 'logits' and 'labels'), .npy or .npz")
-    p.add_argument("--labels", help="labels (N,), .pt or .npy (default: the 'labels' entry of the logits file)")
-    p.add_argument("--estimator", default="exact",
-                   help=f"an estimator id of gla.estimators ({', '.join(list_estimators())})")
-    p.add_argument("--temperature", default=1.0, type=number_or_text,
-                   help="divide the logits by this positive number before estimating, or 'search' for the "
-                   "temperature at which confidence matches accuracy")
-    p.add_argument("--no-balance", action="store_true", help="do not reweight to balanced classes (estimators with "
-                   "a 'balance' parameter)")
-    p.add_argument("--out", help="write the JSON result here (default: stdout)")
-    return with_options(p, estimate)

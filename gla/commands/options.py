@@ -23,6 +23,15 @@ from ..loading import PRECISIONS
 from ..protocols.config import PROTOCOLS, TEMPLATE_STYLES, RunConfig
 
 
+def command_parser(sub, name: str, doc: str, **kw) -> argparse.ArgumentParser:
+    r"""A subcommand's parser, its help and description read from its module's docstring:
+    the first line (``\`\`gla <name>\`\`: <help>.``) gives the help, the second paragraph
+    the description."""
+    first, _, rest = doc.strip().partition("\n\n")
+    description = " ".join(rest.split("\n\n", 1)[0].split())
+    return sub.add_parser(name, help=first.split(": ", 1)[1].removesuffix("."), description=description, **kw)
+
+
 def option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
     """Destination -> the long option that sets it, for the options of ``parser``
     (argparse keeps them in ``_actions``, its only listing)."""

@@ -1,5 +1,11 @@
-"""``gla run``: one of the paper's protocols on each dataset in turn, with tidy CSV/JSON
-results written as each dataset finishes and every setting recorded beside them."""
+"""``gla run``: run one of the paper's protocols and write tidy CSV/JSON results.
+
+Run a protocol on each dataset in turn. Everything is checked before any compute (names,
+data layouts, checkpoint). Each dataset's rows are written as soon as it is done
+(<out>/<protocol>_<backbone>_<pretrained>_<dataset>.csv/.json), then the combined table
+(<out>/<protocol>_<backbone>_<pretrained>.csv/.json) and <stem>.settings.json with every
+setting.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ from .options import (
     add_procedure_options,
     add_recipe_options,
     check_values,
+    command_parser,
     context_and_recipe,
     named_backbone,
     option_errors,
@@ -39,6 +46,39 @@ from .options import (
 )
 
 EXPERIMENTS = ("many-shot", "few-shot", "long-tail")
+
+
+def add_parser(sub, **kw) -> argparse.ArgumentParser:
+    """Add ``gla run`` to the subcommands ``sub`` (``kw``: formatter class, parents)."""
+    p = command_parser(sub, "run", __doc__, **kw)
+    p.add_argument("experiment", metavar="experiment", choices=EXPERIMENTS, help="many-shot, few-shot or long-tail")
+    add_backbone_options(p)
+    p.add_argument("--datasets", nargs="+", required=True, help="names from 'gla datasets'")
+    p.add_argument("--shifted", nargs="*", metavar="SET|DATASET=SET,SET",
+                   help="many-shot and few-shot: shifted test sets; 'dataset=set1,set2' per dataset, bare names "
+                   "belong to the first of --datasets (few-shot: evaluated with the most shots)")
+    p.add_argument("--shots", nargs="+", type=int, help="few-shot only: images per class (default: 1 2 4 8 16)")
+    p.add_argument("--seeds", nargs="+", type=int, help="few-shot only: sampling seeds (default: 1 2 3)")
+    add_recipe_options(p, epochs="many-shot/long-tail: fine-tuning epochs (default: the backbone's recipe, 1 with "
+                       "--smoke); few-shot: prompt-learning epochs (default: 40)",
+                       lr="many-shot/long-tail: fine-tuning learning rate (default: the backbone's recipe); "
+                       "few-shot: prompt-learning rate (default: 2e-3)",
+                       batch_size="many-shot/long-tail: global fine-tuning batch, as in 'gla finetune' (default: "
+                       "the backbone's recipe); the same options find the same checkpoint")
+    p.add_argument("--finetuned", help="many-shot: evaluate this fine-tuned model instead of fine-tuning (this "
+                   "project's checkpoint, a state dict, or a WiSE-FT checkpoint)")
+    add_procedure_options(p)
+    p.add_argument("--estimator", help="the prior's estimator: an id of gla.estimators that estimates the model's "
+                   f"prior ({', '.join(list_estimators(estimates=MODEL_PRIOR))}; default: the protocol's, official "
+                   "under paper, exact under exact)")
+    p.add_argument("--prior-file", help="a prior q to use instead of estimating one (torch file with 'q', "
+                   "a tensor, .npy, or the JSON of 'gla estimate')")
+    p.add_argument("--source-prior", choices=SOURCE_PRIORS,
+                   help="log p_s of the fine-tuning data: uniform or from training counts (default: the protocol's)")
+    add_machine_options(p, device="cpu, cuda or cuda:<n>", smoke="scaled-down quick run (1 fine-tuning epoch, small "
+                        "world tasks) unless --epochs says otherwise")
+    p.add_argument("--out", default="results", help="output folder for the CSV/JSON tables")
+    return with_options(p, run)
 
 
 @dataclass
@@ -217,41 +257,3 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(settings_path, json.dumps(settings, indent=1, default=str))
     print(f"{len(df)} rows -> {csv} and {js}")
     return 0
-
-
-def add_parser(sub, **kw) -> argparse.ArgumentParser:
-    """Add ``gla run`` to the subcommands ``sub`` (``kw``: formatter class, parents)."""
-    p = sub.add_parser("run", help="run one of the paper's protocols and write tidy CSV/JSON results",
-                       description="Run a protocol on each dataset in turn. Everything is checked before any "
-                       "compute (names, data layouts, checkpoint). Each dataset's rows are written as soon as it is "
-                       "done (<out>/<protocol>_<backbone>_<pretrained>_<dataset>.csv/.json), then the combined table "
-                       "(<out>/<protocol>_<backbone>_<pretrained>.csv/.json) and <stem>.settings.json with every "
-                       "setting.", **kw)
-    p.add_argument("experiment", metavar="experiment", choices=EXPERIMENTS, help="many-shot, few-shot or long-tail")
-    add_backbone_options(p)
-    p.add_argument("--datasets", nargs="+", required=True, help="names from 'gla datasets'")
-    p.add_argument("--shifted", nargs="*", metavar="SET|DATASET=SET,SET",
-                   help="many-shot and few-shot: shifted test sets; 'dataset=set1,set2' per dataset, bare names "
-                   "belong to the first of --datasets (few-shot: evaluated with the most shots)")
-    p.add_argument("--shots", nargs="+", type=int, help="few-shot only: images per class (default: 1 2 4 8 16)")
-    p.add_argument("--seeds", nargs="+", type=int, help="few-shot only: sampling seeds (default: 1 2 3)")
-    add_recipe_options(p, epochs="many-shot/long-tail: fine-tuning epochs (default: the backbone's recipe, 1 with "
-                       "--smoke); few-shot: prompt-learning epochs (default: 40)",
-                       lr="many-shot/long-tail: fine-tuning learning rate (default: the backbone's recipe); "
-                       "few-shot: prompt-learning rate (default: 2e-3)",
-                       batch_size="many-shot/long-tail: global fine-tuning batch, as in 'gla finetune' (default: "
-                       "the backbone's recipe); the same options find the same checkpoint")
-    p.add_argument("--finetuned", help="many-shot: evaluate this fine-tuned model instead of fine-tuning (this "
-                   "project's checkpoint, a state dict, or a WiSE-FT checkpoint)")
-    add_procedure_options(p)
-    p.add_argument("--estimator", help="the prior's estimator: an id of gla.estimators that estimates the model's "
-                   f"prior ({', '.join(list_estimators(estimates=MODEL_PRIOR))}; default: the protocol's, official "
-                   "under paper, exact under exact)")
-    p.add_argument("--prior-file", help="a prior q to use instead of estimating one (torch file with 'q', "
-                   "a tensor, .npy, or the JSON of 'gla estimate')")
-    p.add_argument("--source-prior", choices=SOURCE_PRIORS,
-                   help="log p_s of the fine-tuning data: uniform or from training counts (default: the protocol's)")
-    add_machine_options(p, device="cpu, cuda or cuda:<n>", smoke="scaled-down quick run (1 fine-tuning epoch, small "
-                        "world tasks) unless --epochs says otherwise")
-    p.add_argument("--out", default="results", help="output folder for the CSV/JSON tables")
-    return with_options(p, run)
