@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 import os
 import zipfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .hub import check_weights_reachable, explain_missing_weights, hub_offline
 from .plugins import ensure_plugins
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
@@ -40,29 +41,125 @@ BackboneLoader = Callable[[str, str, torch.device, str], "Backbone"]
 
 
 @dataclass(frozen=True)
+class ProviderInfo:
+    """What a backbone's provider knows beyond the weights, for the notebooks that use it
+    (:attr:`gla.notebook.Context.info`). Every field may be absent (None): an open_clip
+    backbone has none of them.
+
+    Attributes
+    ----------
+    world : object, optional
+        The settings of the generated world the provider's models were pretrained on
+        (the miniature world's ``WorldConfig``); None for models of real data.
+    seed_spread : dict, optional
+        How far the headline numbers move across seeds, when the provider measured it:
+        ``seeds``, ``values`` (metric -> one value per seed) and ``source``.
+    true_log_prior : callable, optional
+        ``true_log_prior(dataset) -> (K,) tensor or None``: the true pretraining log prior
+        over a dataset's classes, where the provider knows it.
+    corpus_counts : callable, optional
+        ``corpus_counts(dataset) -> (K,) tensor or None``: pretraining images per class.
+    details : mapping
+        Anything else the provider records about the weights it chose (the world's preset
+        and where its checkpoint came from), for display.
+    """
+
+    world: Any = None
+    seed_spread: Mapping[str, Any] | None = None
+    true_log_prior: Callable[[str], Any] | None = None
+    corpus_counts: Callable[[str], Any] | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreparedBackbone:
+    """What a provider's ``prepare`` resolves for a notebook (see :func:`gla.notebook.context`).
+
+    Attributes
+    ----------
+    pretrained : str
+        The weights to load (e.g. the world's checkpoint path).
+    dataset_options : mapping
+        Options for the datasets that declare them (the world's ``world`` and ``scale``).
+    recipe : gla.finetune.FinetuneConfig
+        The end-to-end fine-tuning recipe for these models.
+    prompts : gla.protocols.PromptRecipe
+        The few-shot prompt-learning recipe.
+    note : str
+        Whose numbers these are (shown under a chapter's first cell).
+    info : ProviderInfo
+        What the provider knows beyond the weights.
+    """
+
+    pretrained: str
+    dataset_options: Mapping[str, Any]
+    recipe: Any
+    prompts: Any
+    note: str
+    info: ProviderInfo = ProviderInfo()
+
+
+@dataclass(frozen=True)
 class BackboneProvider:
     """A registered source of backbones other than open_clip's factory.
 
-    ``load(name, pretrained, device, precision) -> Backbone``; ``prepare``, when given, is
-    called by :func:`gla.notebook.context` to resolve a notebook's ``pretrained`` (e.g. the
-    world pretrains or reuses its CLIP) and returns an object with ``pretrained``,
-    ``dataset_options``, ``recipe``, ``prompts``, ``note`` and ``info``; its keyword
-    parameters beyond ``smoke``, ``cache_dir`` and ``progress`` are the options its models
-    take. ``default_pretrained`` is the ``pretrained`` value that asks ``prepare`` for its
-    default weights (the world's ``"world"``), quoted in messages.
+    Everything the core needs to know about these models is declared here, so no core
+    module names them: which names and ``pretrained`` values they take, whether they are
+    the backbone used when none is named, and whether the book's shipped pages describe a
+    run on them.
+
+    Attributes
+    ----------
+    prefix : str
+        Model names starting with it are served by ``load``.
+    load : callable
+        ``load(name, pretrained, device, precision) -> Backbone``.
+    prepare : callable, optional
+        Called by :func:`gla.notebook.context` to resolve a notebook's ``pretrained`` (e.g.
+        the world pretrains or reuses its CLIP); returns a :class:`PreparedBackbone`. Its
+        keyword parameters beyond ``smoke``, ``cache_dir`` and ``progress`` are the options
+        its models take.
+    default_pretrained : str
+        The ``pretrained`` value that asks for the default weights (the world's
+        ``"world"``); ``""`` (random initialisation or ``prepare``'s choice) is always taken.
+    models : tuple of str
+        The model names served (the first is the default model); empty: any name with the
+        prefix.
+    tags : tuple of str
+        Other ``pretrained`` values the loader takes besides checkpoint files.
+    default : bool
+        These models are the backbone used when none is named (``gla run``, ``gla finetune``,
+        :func:`gla.notebook.setup`): the first of ``models`` with ``default_pretrained``.
+    shipped_pages : bool
+        The pages shipped in ``book/`` describe a book run on these models (the world's);
+        for other models the book writes its own pages (:mod:`gla.pages`).
     """
 
     prefix: str
     load: BackboneLoader
-    prepare: Callable[..., Any] | None = None
+    prepare: Callable[..., PreparedBackbone] | None = None
     default_pretrained: str = ""
+    models: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    default: bool = False
+    shipped_pages: bool = False
+
+    @property
+    def pretrained_values(self) -> tuple[str, ...]:
+        """The ``pretrained`` values taken besides checkpoint files (``""`` first)."""
+        return tuple(dict.fromkeys(("", self.default_pretrained, *self.tags)))
+
+    def serves(self, name: str) -> bool:
+        """Whether ``name`` is one of this provider's models."""
+        return name.startswith(self.prefix) and (not self.models or name in self.models)
 
 
 _providers: dict[str, BackboneProvider] = {}
 
 
 def register_backbone_provider(prefix: str, loader: BackboneLoader, prepare: Callable[..., Any] | None = None,
-                               default_pretrained: str = "") -> None:
+                               default_pretrained: str = "", *, models: Sequence[str] = (), tags: Sequence[str] = (),
+                               default: bool = False, shipped_pages: bool = False) -> None:
     """Serve model names starting with ``prefix`` by ``loader`` instead of open_clip.
 
     Parameters
@@ -78,13 +175,35 @@ def register_backbone_provider(prefix: str, loader: BackboneLoader, prepare: Cal
         Resolves a notebook's parameters for these models (see :class:`BackboneProvider`).
     default_pretrained : str, optional
         The ``pretrained`` value that gives these models their default weights.
+    models : sequence of str, optional
+        The model names served, each starting with ``prefix`` (empty: any such name).
+    tags : sequence of str, optional
+        Other ``pretrained`` values the loader takes besides checkpoint files.
+    default : bool, optional
+        These models are the backbone used when none is named (needs ``models``; when
+        several providers declare it, none is the default and a backbone must be named).
+    shipped_pages : bool, optional
+        The book's shipped pages describe a run on these models.
+
+    Raises
+    ------
+    ValueError
+        An empty prefix, a model name outside the prefix, or ``default`` without ``models``.
+    TypeError
+        A loader that is not callable.
     """
     if not isinstance(prefix, str) or not prefix:
         raise ValueError(f"prefix: expected a non-empty model-name prefix, got {prefix!r}")
     if not callable(loader):
         raise TypeError(f"loader: expected a callable (name, pretrained, device, precision) -> Backbone, "
                         f"got {loader!r}")
-    _providers[prefix] = BackboneProvider(prefix, loader, prepare, default_pretrained)
+    strangers = [m for m in models if not (isinstance(m, str) and m.startswith(prefix))]
+    if strangers:
+        raise ValueError(f"models: every name must start with the prefix '{prefix}', got {strangers}")
+    if default and not models:
+        raise ValueError("default: the default backbone is the first of models; name the models served")
+    _providers[prefix] = BackboneProvider(prefix, loader, prepare, default_pretrained, tuple(models), tuple(tags),
+                                          default, shipped_pages)
 
 
 def backbone_providers() -> dict[str, BackboneProvider]:
@@ -98,6 +217,35 @@ def backbone_provider(name: str) -> BackboneProvider | None:
     ensure_plugins()
     matches = [p for p in _providers if name.startswith(p)]
     return _providers[max(matches, key=len)] if matches else None
+
+
+def default_backbone() -> tuple[str, str] | None:
+    """The backbone used when none is named: (model name, pretrained) of the one provider
+    registered as the default (the world's ``("gla-world-tiny", "world")``), or None when no
+    plug-in, or more than one, declares a default (then a backbone must be named)."""
+    found = [p for p in backbone_providers().values() if p.default]
+    return (found[0].models[0], found[0].default_pretrained) if len(found) == 1 else None
+
+
+def resolve_backbone(name: str | None, pretrained: str | None, *, option: str = "backbone") -> tuple[str, str | None]:
+    """``(name, pretrained)`` with the registered default filled in where ``name`` is None
+    (``pretrained`` None then takes the default's weights).
+
+    Raises
+    ------
+    ValueError
+        ``name`` is None and no plug-in declares a default backbone (the message names
+        ``option``, the parameter or command-line option to give).
+    """
+    if name is not None:
+        return name, pretrained
+    found = default_backbone()
+    if found is None:
+        declared = [p.models[0] for p in backbone_providers().values() if p.default]
+        why = (f"several plug-ins declare one ({', '.join(declared)})" if declared else "no plug-in declares one")
+        raise ValueError(f"{option}: no default backbone is registered ({why}); name a model and its weights, e.g. "
+                         "the open_clip model ViT-B-16 with pretrained 'openai'")
+    return found[0], found[1] if pretrained is None else pretrained
 
 
 #: File endings that mark a ``pretrained`` value as a checkpoint file, not a tag.
@@ -189,149 +337,24 @@ class Backbone:
         return float(self.model.logit_scale.detach().exp())
 
 
+def provider_models() -> list[str]:
+    """The model names registered providers declare (:attr:`BackboneProvider.models`), the
+    default backbone's first."""
+    providers = sorted(backbone_providers().values(), key=lambda p: not p.default)
+    return list(dict.fromkeys(m for p in providers for m in p.models))
+
+
 def list_backbones() -> list[str]:
-    """Model names open_clip knows, those served by registered providers (the world's) first."""
+    """Every model name a backbone can be built from: those registered providers serve
+    first (their declared models, then open_clip configs under their prefixes), then the
+    rest of open_clip's."""
     import open_clip
 
     register_model_configs()
     names = open_clip.list_models()
     prefixes = tuple(backbone_providers())
-    return sorted(n for n in names if n.startswith(prefixes)) + [n for n in names if not n.startswith(prefixes)]
-
-
-def list_pretrained(name: str | None = None) -> list[tuple[str, str]]:
-    """(model name, pretrained tag) pairs open_clip can download, optionally for one model."""
-    import open_clip
-
-    pairs = open_clip.list_pretrained()
-    return [p for p in pairs if name is None or p[0] == name]
-
-
-def explain_missing_weights(name: str, pretrained: str, exc: Exception, unreachable: str = "") -> RuntimeError:
-    offline = _offline_env()
-    searched = (" (HF_HUB_OFFLINE=1 is set, so only the cache was searched)" if offline
-                else f" (the hub cannot be reached: {unreachable}; only the cache was searched)" if unreachable else "")
-    return RuntimeError(
-        f"Could not load weights for model '{name}' with pretrained='{pretrained}': {exc}\n"
-        "Weights come from the Hugging Face hub, from its local cache, or from a file path.\n"
-        f"- With network access: run once, e.g. python -c \"import open_clip; "
-        f"open_clip.create_model_and_transforms('{name}', pretrained='{pretrained}')\", to fill the cache.\n"
-        "- Offline: set HF_HUB_OFFLINE=1 and HF_HOME (or pass cache_dir) to a cache that holds them"
-        + searched + ".\n"
-        "- Or pass a local checkpoint file as pretrained=/path/to/weights.pt (or .safetensors).\n"
-        "Known tags for this model: "
-        + (", ".join(t for _, t in list_pretrained(name)) or "none (check the model name)")
-    )
-
-
-def _offline_env() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-
-
-_HUB_PROBE: dict[str, str] = {}
-
-
-def hub_unreachable(timeout: float = 3.0) -> str:
-    """Why the Hugging Face hub cannot be reached (``""`` when it can), probed once per process.
-
-    One TCP connection to the hub (``HF_ENDPOINT``, default ``https://huggingface.co``), or
-    to the HTTPS proxy when one is set, with a ``timeout`` in seconds: a machine without
-    network learns it in at most that long, instead of the hub client's minute of retries.
-    """
-    import socket
-    from urllib.parse import urlsplit
-
-    proxy = next((os.environ[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy") if os.environ.get(k)),
-                 "")
-    url = urlsplit(proxy or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
-    key = f"{host}:{port}"
-    if key not in _HUB_PROBE:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            _HUB_PROBE[key] = ""
-        except OSError as exc:
-            _HUB_PROBE[key] = f"{key}: {exc.strerror or exc}"
-    return _HUB_PROBE[key]
-
-
-def _hub_files(model: str, tag: str) -> tuple[str, list[str]] | None:
-    """The Hugging Face repository and the file names (preferred first) open_clip reads for a
-    tag, or None for weights fetched by URL."""
-    import open_clip
-
-    hub = (open_clip.get_pretrained_cfg(model, tag) or {}).get("hf_hub", "")
-    if not hub:
-        return None
-    repo, filename = os.path.split(hub)  # 'org/model/' means the default file name
-    default = "open_clip_pytorch_model.bin"
-    filename = filename or default
-    candidates = [filename]
-    if filename == default:
-        candidates.insert(0, "open_clip_model.safetensors")
-    elif filename.endswith((".bin", ".pth")):
-        candidates.insert(0, filename[:-4] + ".safetensors")
-    return repo, candidates
-
-
-def _hub_cache(cache_dir: str | None) -> str | None:
-    return cache_dir or os.environ.get("HF_HUB_CACHE") or (
-        os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None)
-
-
-def check_weights_reachable(model: str, tag: str, cache_dir: str | None = None) -> bool:
-    """Whether a pretrained tag's weights must be read from the local cache only, raising
-    at once when they are not there (nothing is downloaded or loaded).
-
-    They must when ``HF_HUB_OFFLINE`` is set or the hub cannot be reached
-    (:func:`hub_unreachable`). Weights fetched by URL rather than from the hub, or a hub
-    that answers, need no check (False).
-
-    Raises
-    ------
-    RuntimeError
-        The weights are not in the cache and cannot be fetched (with advice on filling the
-        cache, offline use and local files).
-    """
-    files = _hub_files(model, tag)
-    if files is None:
-        return False
-    offline = _offline_env()
-    why = "" if offline else hub_unreachable()
-    if not offline and not why:
-        return False
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - open_clip loads weights through huggingface_hub
-        return False
-    repo, candidates = files
-    cache = _hub_cache(cache_dir)
-    if any(isinstance(try_to_load_from_cache(repo, f, cache_dir=cache), str) for f in candidates):
-        return True
-    raise explain_missing_weights(model, tag, FileNotFoundError(
-        f"{repo}/{candidates[-1]} is not in the Hugging Face cache ({cache or 'the default HF_HOME'})"), why)
-
-
-class _hub_offline:
-    """Within: the Hugging Face client reads only its cache (as with ``HF_HUB_OFFLINE=1``)."""
-
-    def __init__(self, active: bool):
-        self.active = active
-
-    def __enter__(self):
-        if self.active:
-            from huggingface_hub import constants
-
-            self.saved = constants.HF_HUB_OFFLINE
-            constants.HF_HUB_OFFLINE = True
-        return self
-
-    def __exit__(self, *exc):
-        if self.active:
-            from huggingface_hub import constants
-
-            constants.HF_HUB_OFFLINE = self.saved
-        return False
+    served = provider_models() + sorted(n for n in names if n.startswith(prefixes))
+    return list(dict.fromkeys(served)) + [n for n in names if not n.startswith(prefixes)]
 
 
 def load_backbone(name: str, pretrained: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
@@ -371,7 +394,7 @@ def load_backbone(name: str, pretrained: str | os.PathLike | None = None, *, dev
         ``pretrained`` looks like a path and no file is there.
     RuntimeError
         Weights that cannot be found (with advice on the cache and offline use), at once
-        when the hub cannot be reached (:func:`check_weights_reachable`); weights in the
+        when the hub cannot be reached (:func:`gla.hub.check_weights_reachable`); weights in the
         cache are then read from it without asking the hub.
 
     Notes
@@ -397,7 +420,7 @@ def load_backbone(name: str, pretrained: str | os.PathLike | None = None, *, dev
         if fmt == "torchscript":
             model, preprocess = _from_torchscript(name, pretrained, device, precision)
         else:
-            with _hub_offline(cache_only):
+            with hub_offline(cache_only):
                 model, _, preprocess = open_clip.create_model_and_transforms(
                     name, pretrained=pretrained or None, device=device, precision=precision, cache_dir=cache_dir)
     except (AssertionError, KeyError, RuntimeError) as exc:

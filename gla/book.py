@@ -29,15 +29,22 @@ in an installed package, from its package data (``gla/_book/``). :func:`build_bo
 assembles a book folder from the pages and a tree of executed notebooks, with the pages
 that say what each chapter ran (:func:`executed_chapters`, :mod:`gla.pages`) and only the
 chapters the tree holds (:mod:`gla.toc`), and builds it with Jupyter Book.
+
+papermill and nbformat come with the book's extra (``gla[book]``): they are imported inside
+the functions that execute or read notebooks, so that the rest of the package, ``gla --help``
+included, runs without them.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +61,12 @@ from .book_source import (
     packaged_folder,
     parameter_defaults,
 )
-from .cache import default_cache_dir
+from .cache import atomic_write, atomic_write_text, default_cache_dir
+from .chapters import book_chapters
+from .checks import check_parameters
 from .errors import RunError, UsageError
-from .pages import real_pages, serves_real_backbone
+from .pages import chapter_runs, needs_run_pages, real_pages
+from .toc import restrict_book, toc_files
 
 # Parameters that name files or folders: relative values resolve against the parameter
 # file's folder (or the current folder for a mapping), never against the output folder.
@@ -250,77 +260,6 @@ def run_notebooks(params: Mapping[str, Any] | str | os.PathLike | None, out_dir:
     return done
 
 
-# Parameters that name datasets, and the input files a notebook reads (outputs of the run,
-# such as few_shot_csv and results_root, are not checked).
-DATASET_PARAMETERS = ("dataset", "datasets", "shifted", "few_shot_dataset")
-INPUT_FILES = ("counts_file", "prior_file")
-# A dataset parameter's value that lets the notebook choose (see chapter 09).
-CHOSEN_BY_THE_NOTEBOOK = ("default",)
-
-
-def _dataset_names(value: Any) -> list[str]:
-    if value is None or value in CHOSEN_BY_THE_NOTEBOOK:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, Mapping):
-        return [n for v in value.values() for n in _dataset_names(v)]
-    if isinstance(value, (list, tuple)):
-        return [n for v in value for n in _dataset_names(v)]
-    return [value]  # not a name: check_datasets says what was expected
-
-
-def check_parameters(plan: Mapping[str, tuple[Path, Mapping[str, Any]]]) -> None:
-    """Check every name and path the notebooks of ``plan`` (stem -> (source, parameters))
-    receive, before any kernel starts.
-
-    For each notebook, over its parameters and the defaults of its ``parameters`` cell:
-    the backbone and its weights, with the activation of a checkpoint file
-    (:func:`gla.checks.check_backbone`; fully for notebooks that declare ``quick_gelu``,
-    which load an open_clip model, the name and file alone for the others), each of
-    ``extra_backbones``, options of a provider's models (the world's ``world_seed``) given
-    to an open_clip backbone, the data root, every dataset name and each split's layout
-    under the data root (:func:`gla.checks.check_datasets`), and the input files
-    (``counts_file``, ``prior_file``).
-
-    Raises
-    ------
-    gla.errors.UsageError
-        The first problem, with the chapter, the parameter and what to write instead.
-    """
-    from .backbones import backbone_provider
-    from .checks import check_backbone, check_datasets, check_files
-    from .notebook import extra_backbone, provider_options, provider_options_error
-
-    datasets_checked: set = set()
-    for stem, (src, nb_params) in plan.items():
-        declared = set(declared_parameters(src))
-        p = {**parameter_defaults(src), **nb_params}
-        backbone, pretrained = p.get("backbone"), p.get("pretrained")
-        root = p.get("data_root")
-        if root and not Path(str(root)).expanduser().is_dir():
-            raise UsageError(f"{stem}: data_root: no folder at {root}")
-        if isinstance(backbone, str):
-            served = backbone_provider(backbone) is not None
-            options = sorted(provider_options() & declared) if not served else []
-            if options:
-                raise UsageError(f"{stem}: {provider_options_error(backbone, options, chapter=stem)}")
-            if "quick_gelu" in declared:
-                check_backbone(backbone, pretrained, p.get("quick_gelu"), what=stem)
-            elif isinstance(pretrained, str) and is_checkpoint_path(pretrained):
-                check_files([("pretrained", pretrained)], stem)
-        for i, entry in enumerate(p.get("extra_backbones") or []):
-            try:
-                name, weights, quick_gelu = extra_backbone(entry)
-            except ValueError as exc:
-                raise UsageError(f"{stem}: {exc}") from exc
-            check_backbone(name, weights, quick_gelu, what=f"{stem}: extra_backbones[{i}]")
-        for key in DATASET_PARAMETERS:
-            if key in p:
-                check_datasets(_dataset_names(p[key]), None, root, what=f"{stem}: {key}", checked=datasets_checked)
-        check_files([(k, p.get(k)) for k in INPUT_FILES], stem)
-
-
 ARCHIVE_NAME = "results.zip"
 
 
@@ -333,11 +272,6 @@ def write_results_archive(out_dir: str | os.PathLike, name: str = ARCHIVE_NAME) 
 
     Raises :class:`gla.errors.UsageError` when ``out_dir`` is not a folder.
     """
-    import io
-    import zipfile
-
-    from .cache import atomic_write
-
     out = Path(out_dir)
     if not out.is_dir():
         raise UsageError(f"results archive: expected the folder of executed notebooks, got {out}")
@@ -385,7 +319,7 @@ class _as_usage:
 
 
 def _execute(src: Path, nb_params: dict[str, Any], out: Path, *, progress_bar: bool) -> Path:
-    import papermill as pm
+    import papermill as pm  # the book's extra (see the module docstring)
 
     target = out / src.name
     nb_params = {**nb_params}
@@ -441,9 +375,7 @@ def tidy_for_the_page(path: str | os.PathLike, replace: Mapping[str, str] | None
     streams (progress bars, library warnings) are dropped from every output. In the text
     of the outputs that remain, every key of ``replace`` (folders of the building machine,
     :func:`machine_paths`) becomes its value. The file is rewritten atomically."""
-    import nbformat
-
-    from .cache import atomic_write_text
+    import nbformat  # the book's extra (see the module docstring)
 
     nb = nbformat.read(str(path), as_version=4)
     for cell in nb.cells:
@@ -472,8 +404,6 @@ def _run_lanes(lanes: list[list[tuple[Path, dict[str, Any]]]], out: Path, jobs: 
     """Run lanes side by side, each kernel on one thread. A failure stops its lane (or,
     with ``keep_going``, the lane goes on); returns the executed paths and the failures
     after every lane has stopped (the other lanes' notebooks are kept)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     def run_lane(lane):
         done, failed = [], []
         for src, nb_params in lane:
@@ -509,7 +439,7 @@ def chapter_record(notebook: str | os.PathLike) -> dict[str, Any]:
 
     Raises :class:`gla.errors.UsageError` for a notebook papermill did not execute.
     """
-    import nbformat
+    import nbformat  # the book's extra (see the module docstring)
 
     nb = nbformat.read(str(notebook), as_version=4)
     recorded = nb.metadata.get("papermill", {}).get("parameters")
@@ -521,7 +451,7 @@ def chapter_record(notebook: str | os.PathLike) -> dict[str, Any]:
 
 def _failure(notebook: Path) -> str | None:
     """The error an executed notebook stopped with (None when it finished)."""
-    import nbformat
+    import nbformat  # the book's extra (see the module docstring)
 
     nb = nbformat.read(str(notebook), as_version=4)
     for cell in nb.cells:
@@ -577,20 +507,18 @@ def build_book(generated: str | os.PathLike, out_dir: str | os.PathLike, *, book
     (Jupyter Book 1.x, warnings as errors with ``strict``) into ``<out_dir>/_build/html``.
 
     What the executed notebooks recorded decides the rest (:func:`executed_chapters`: a
-    chapter that failed or left no table is an error). When a chapter ran an open_clip
-    backbone, the introduction, the "Beyond the paper" opening and the "All results" page
-    are written for that run (:mod:`gla.pages`: what each chapter ran, its tables and
-    settings, and the published numbers beside the measured ones); for the world, the
-    pages of ``book/`` are used as they are. A tree with some chapters only gives a book of
-    those chapters (:func:`gla.toc.restrict_book`).
+    chapter that failed or left no table is an error). When a chapter ran a model the
+    shipped pages do not describe (an open_clip model, or a plug-in's that does not declare
+    them its own: :func:`gla.pages.needs_run_pages`), the introduction, the "Beyond the
+    paper" opening and the "All results" page are written for that run (:mod:`gla.pages`:
+    what each chapter ran, its tables and settings, and the published numbers beside the
+    measured ones); for the world, the pages of ``book/`` are used as they are. A tree with
+    some chapters only gives a book of those chapters (:func:`gla.toc.restrict_book`).
 
     Raises :class:`gla.errors.UsageError` for a missing folder or a chapter that cannot go
     into the book, and :class:`gla.errors.RunError` with the build's last output when the
     build fails.
     """
-    from .pages import chapter_runs
-    from .toc import restrict_book
-
     gen = Path(generated).resolve()
     if not gen.is_dir() or not any(gen.glob("*.ipynb")):
         raise UsageError(f"generated: no executed notebooks (*.ipynb) in {gen}; run 'gla book run' first")
@@ -604,7 +532,7 @@ def build_book(generated: str | os.PathLike, out_dir: str | os.PathLike, *, book
         raise UsageError(f"config: no Jupyter Book _config.yml at {cfg}")
     out = Path(out_dir).resolve()
     target = out / "book"
-    real = serves_real_backbone(records)
+    real = needs_run_pages(records)
     if real and target.resolve() in (find_source_dir("book").resolve(), pages.resolve()):
         raise UsageError(f"out: a book for a real backbone is assembled in its own folder, not in its pages' {pages}")
     if target.resolve() != pages.resolve():
@@ -622,14 +550,13 @@ def build_book(generated: str | os.PathLike, out_dir: str | os.PathLike, *, book
             shutil.copytree(gen, target / "generated", dirs_exist_ok=True)
     leave_out = []
     if real:
-        for page, text in real_pages(chapter_runs(records, gen / "results"), gen / "results").items():
+        runs = chapter_runs(records, gen / "results", book_chapters(pages, gen))  # declared in each notebook
+        for page, text in real_pages(runs, gen / "results").items():
             if text is None:
                 leave_out.append(page.removesuffix(".md"))
             else:
                 (target / page).write_text(text)
     if target.resolve() == pages.resolve():  # the pages themselves: never rewritten
-        from .toc import toc_files
-
         absent = [f for f in toc_files(yaml.safe_load((pages / "_toc.yml").read_text()))
                   if f.startswith("generated/") and f.split("/", 1)[1] not in records]
         if absent:

@@ -5,11 +5,12 @@ the book's chapters measure: zero-shot models carry a label bias towards the cla
 were frequent in pretraining (Sec. 1 and 3), removing the estimated prior helps the
 zero-shot model (Sec. 3.2), and GLA beats fine-tuning and the ensembles on many-shot,
 few-shot and long-tailed benchmarks (Sec. 4; the abstract gives one headline gain per
-benchmark). Each :class:`Claim` says where the paper makes it, which chapter measures it
-and how the chapter's results file turns into one number; :func:`check_claims` reads a
-folder of chapter results (``<generated>/results/<notebook>/``) and gives one row per
-claim with the measured number, the published one where ``gla/data/published.json`` has
-it, and a verdict computed from the measured number alone.
+benchmark). Each :class:`Claim` says where the paper makes it and how a results table
+turns into one number. Which chapter shows a claim and which of the chapters' tables
+measure it, the chapters declare themselves (:mod:`gla.chapters`); :func:`check_claims`
+reads a folder of chapter results (``<generated>/results/<notebook>/``) and gives one row
+per claim with the measured number, the published one where ``gla/data/published.json``
+has it, and a verdict computed from the measured number alone.
 
 :func:`environment` lists the software and machine the results were computed on.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -27,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .chapters import ClaimSource, book_chapters, claim_sources
 from .errors import UsageError
 from .protocols.results import Method
 from .report import published
@@ -64,13 +67,8 @@ class Claim:
         Short identifier (a row of :func:`check_claims`).
     statement : str
         The claim, in one sentence, as the book checks it.
-    chapter : str
-        The notebook stem of the chapter that shows it (a link target, e.g. ``03_many_shot``).
     source : str
         Where the paper makes the claim.
-    evidence : tuple of str
-        Results files, relative to the results folder, in order of preference; the first
-        that exists is read.
     measure : callable
         ``measure(table) -> Measurement``: the number (in ``unit``) the verdict reads.
         Raises :class:`NotMeasured` when the table lacks what it needs.
@@ -85,9 +83,7 @@ class Claim:
 
     id: str
     statement: str
-    chapter: str
     source: str
-    evidence: tuple[str, ...]
     measure: Callable[[pd.DataFrame], Measurement]
     unit: str = "points"
     strict: bool = True
@@ -201,40 +197,35 @@ def _long_tail_gain(baseline: str) -> Callable[[pd.DataFrame], Measurement]:
 
 # -- the claims --------------------------------------------------------------------------
 
-_MANY = ("03_many_shot/many_shot.csv",)
 _ABSTRACT_MANY = {"kind": "gain_pp", "dataset": "imagenet", "method": "gla", "backbone": "CLIP"}
 _ABSTRACT_LT = {"kind": "gain_pp", "dataset": "long-tail", "method": "gla", "backbone": "CLIP"}
 
 CLAIMS: tuple[Claim, ...] = (
     Claim("label_bias", "Zero-shot models are biased towards the classes frequent in pretraining: the zero-shot "
           "model is more accurate on the head third of classes (by the estimated prior) than on the tail third.",
-          "01_label_bias", "Zhu et al. 2023, Sec. 1 and Sec. 3",
-          ("01_label_bias/label_bias_rows.csv",) + _MANY, _head_minus_tail),
+          "Zhu et al. 2023, Sec. 1 and Sec. 3", _head_minus_tail),
     Claim("debiasing_helps", "Removing the estimated label prior (f_zs - log q) improves the zero-shot model's "
-          "top-1 accuracy.", "02_estimating_the_prior", "Zhu et al. 2023, Sec. 3.2",
-          _MANY + ("01_label_bias/label_bias_rows.csv",), _gain(Method.DEBIASED, Method.ZERO_SHOT)),
+          "top-1 accuracy.", "Zhu et al. 2023, Sec. 3.2", _gain(Method.DEBIASED, Method.ZERO_SHOT)),
     Claim("many_shot_vs_fine_tuned", "Many-shot: GLA beats the end-to-end fine-tuned model (top-1).",
-          "03_many_shot", "Zhu et al. 2023, Sec. 4 and abstract", _MANY, _gain(Method.GLA, Method.FINE_TUNED),
-          published=_ABSTRACT_MANY),
+          "Zhu et al. 2023, Sec. 4 and abstract", _gain(Method.GLA, Method.FINE_TUNED), published=_ABSTRACT_MANY),
     Claim("many_shot_vs_ensemble", "Many-shot: GLA beats the output ensemble of the zero-shot and fine-tuned "
-          "models (top-1).", "03_many_shot", "Zhu et al. 2023, Sec. 4 and abstract", _MANY,
-          _gain(Method.GLA, Method.ENSEMBLE), published=_ABSTRACT_MANY),
+          "models (top-1).", "Zhu et al. 2023, Sec. 4 and abstract", _gain(Method.GLA, Method.ENSEMBLE),
+          published=_ABSTRACT_MANY),
     Claim("many_shot_vs_wise_ft", "Many-shot: GLA beats the weight-space ensemble WiSE-FT (top-1).",
-          "03_many_shot", "Zhu et al. 2023, Sec. 4 and abstract", _MANY,
-          _gain(Method.GLA, Method.WISE_FT, best_baseline=True), published=_ABSTRACT_MANY),
+          "Zhu et al. 2023, Sec. 4 and abstract", _gain(Method.GLA, Method.WISE_FT, best_baseline=True),
+          published=_ABSTRACT_MANY),
     Claim("few_shot_gain", "Few-shot: GLA improves on the best other model at every number of shots (mean over "
-          "datasets).", "06_few_shot", "Zhu et al. 2023, Sec. 4 and abstract", ("06_few_shot/few_shot.csv",),
-          _few_shot_gain, published={"kind": "gain_pp_range", "dataset": "few-shot average", "method": "gla"}),
+          "datasets).", "Zhu et al. 2023, Sec. 4 and abstract", _few_shot_gain,
+          published={"kind": "gain_pp_range", "dataset": "few-shot average", "method": "gla"}),
     Claim("few_shot_no_negative_gain", "Few-shot: GLA is never below the plain ensemble of the same two models "
-          "(no negative gain on any task, most shots).", "07_few_shot_robustness", "Zhu et al. 2023, Sec. 4",
-          ("07_few_shot_robustness/gla_gain_over_ensemble.csv",), _no_negative_gain, strict=False),
+          "(no negative gain on any task, most shots).", "Zhu et al. 2023, Sec. 4", _no_negative_gain, strict=False),
     Claim("long_tail_vs_ce", "Long tail: GLA beats the model fine-tuned with cross-entropy (mean per-class "
-          "accuracy, mean over datasets).", "08_long_tail", "Zhu et al. 2023, Sec. 4 and abstract",
-          ("08_long_tail/long_tail.csv",), _long_tail_gain(Method.FINE_TUNED_CE), published=_ABSTRACT_LT),
+          "accuracy, mean over datasets).", "Zhu et al. 2023, Sec. 4 and abstract",
+          _long_tail_gain(Method.FINE_TUNED_CE), published=_ABSTRACT_LT),
     Claim("long_tail_vs_logit_adjusted", "Long tail: GLA beats the cross-entropy model with post-hoc logit "
-          "adjustment (f_ft - log p_s; mean per-class accuracy, mean over datasets).", "08_long_tail",
-          "Zhu et al. 2023, Sec. 4 and abstract", ("08_long_tail/long_tail.csv",),
-          _long_tail_gain(Method.FINE_TUNED_CE_ADJUSTED), published=_ABSTRACT_LT),
+          "adjustment (f_ft - log p_s; mean per-class accuracy, mean over datasets).",
+          "Zhu et al. 2023, Sec. 4 and abstract", _long_tail_gain(Method.FINE_TUNED_CE_ADJUSTED),
+          published=_ABSTRACT_LT),
 )
 
 
@@ -257,7 +248,8 @@ def _published(filters: dict | None) -> tuple[str, str]:
     return text, f"{rec['source']}{note}"
 
 
-def check_claims(results_dir: str | os.PathLike, claims: tuple[Claim, ...] | None = None) -> pd.DataFrame:
+def check_claims(results_dir: str | os.PathLike, claims: tuple[Claim, ...] | None = None,
+                 sources: Mapping[str, ClaimSource] | None = None) -> pd.DataFrame:
     """Check the paper's claims against a folder of chapter results.
 
     Parameters
@@ -268,6 +260,10 @@ def check_claims(results_dir: str | os.PathLike, claims: tuple[Claim, ...] | Non
     claims : tuple of Claim, optional
         The claims to check (default: :data:`CLAIMS`, every claim of the paper the book
         measures).
+    sources : mapping, optional
+        Claim id -> :class:`gla.chapters.ClaimSource` (the chapter that shows it and the
+        results files that measure it, in the order they are read). Default: what the
+        book's chapters declare (:func:`gla.chapters.claim_sources`).
 
     Returns
     -------
@@ -277,7 +273,7 @@ def check_claims(results_dir: str | os.PathLike, claims: tuple[Claim, ...] | Non
         ``published`` and ``published_source`` (the paper's number where
         ``gla/data/published.json`` has one, else empty), ``measured`` (in ``unit``; NaN
         when not measured), ``verdict`` (``holds``, ``does not hold`` or ``not measured``
-        when the chapter's file is absent or lacks the rows needed), ``detail`` (the
+        when no chapter's file is present or it lacks the rows needed), ``detail`` (the
         numbers behind the measured value) and ``evidence`` (the file read, relative to
         ``results_dir``).
 
@@ -291,15 +287,18 @@ def check_claims(results_dir: str | os.PathLike, claims: tuple[Claim, ...] | Non
     if not root.is_dir():
         raise UsageError(f"results_dir: expected a folder of chapter results (<generated>/results), "
                          f"{root} is not a folder")
+    sources = claim_sources(book_chapters()) if sources is None else sources
     rows = []
     for claim in CLAIMS if claims is None else claims:
         published, published_source = _published(claim.published)
-        row = {"id": claim.id, "claim": claim.statement, "chapter": claim.chapter, "source": claim.source,
+        where = sources.get(claim.id, ClaimSource("", ()))
+        row = {"id": claim.id, "claim": claim.statement, "chapter": where.chapter, "source": claim.source,
                "published": published, "published_source": published_source, "measured": float("nan"),
                "unit": claim.unit, "verdict": NOT_MEASURED, "detail": "", "evidence": ""}
-        path = next((root / f for f in claim.evidence if (root / f).is_file()), None)
+        path = next((root / f for f in where.evidence if (root / f).is_file()), None)
         if path is None:
-            row["detail"] = "absent: " + ", ".join(claim.evidence)
+            row["detail"] = ("absent: " + ", ".join(where.evidence) if where.evidence
+                             else "no chapter declares a table that measures it")
         else:
             row["evidence"] = str(path.relative_to(root))
             try:

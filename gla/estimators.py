@@ -128,7 +128,7 @@ def get_estimator_class(id: str) -> type:
     try:
         return _REGISTRY[id]
     except (KeyError, TypeError):
-        raise ValueError(f"estimator id: expected one of {list(_REGISTRY)}, got {id!r}") from None
+        raise ValueError(f"estimator: expected an estimator id, one of {list(_REGISTRY)}, got {id!r}") from None
 
 
 def make_estimator(id: str, **params) -> "PriorEstimatorBase":

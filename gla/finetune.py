@@ -62,6 +62,7 @@ class ImageClassifier(nn.Module):
 
 
 TRAIN_TRANSFORMS = ("wise-ft", "crop-flip", "none")
+LOSSES = ("ce", "la")
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,12 @@ class FinetuneConfig:
         (random resized crop, scale 0.08 to 1, and horizontal flip, Dassl/CoOp's
         augmentation) or ``"none"`` (the evaluation preprocess); built from the backbone's
         preprocess by :func:`build_train_transform`.
+
+    Raises
+    ------
+    ValueError
+        A field out of its range (epochs, batch size, learning rate, warm-up steps, workers)
+        or not one of its choices (loss, train transform), naming the field.
     """
 
     epochs: int = 10
@@ -107,6 +114,22 @@ class FinetuneConfig:
     num_workers: int | None = None
     precision: str | None = None
     train_transform: str = "wise-ft"
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+                raise ValueError(f"{name}: expected a positive number, got {v}")
+        if not self.lr > 0:
+            raise ValueError(f"lr: expected a positive learning rate, got {self.lr}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps: expected 0 or more, got {self.warmup_steps}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss: expected one of {LOSSES}, got {self.loss!r}")
+        if self.train_transform not in TRAIN_TRANSFORMS:
+            raise ValueError(f"train_transform: expected one of {TRAIN_TRANSFORMS}, got {self.train_transform!r}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError(f"num_workers: expected 0 or more, got {self.num_workers}")
 
     def resolved(self, device: str | torch.device = "cpu") -> "FinetuneConfig":
         """This recipe with ``precision`` made explicit for ``device`` (None becomes fp32 or fp16)."""
@@ -373,12 +396,9 @@ def finetune(model: ImageClassifier, train: Dataset, cfg: FinetuneConfig = Finet
 
 
 def _check_recipe(cfg: FinetuneConfig, log_source_prior: torch.Tensor | None) -> None:
-    if cfg.loss not in ("ce", "la"):
-        raise ValueError(f"loss: expected 'ce' or 'la', got {cfg.loss!r}")
+    """What a recipe needs beyond its own fields (those :class:`FinetuneConfig` checks)."""
     if cfg.loss == "la" and log_source_prior is None:
         raise ValueError("log_source_prior: the logit-adjusted loss needs the training label prior (log p_s)")
-    if cfg.train_transform not in TRAIN_TRANSFORMS:
-        raise ValueError(f"train_transform: expected one of {TRAIN_TRANSFORMS}, got {cfg.train_transform!r}")
 
 
 def _with_train_transform(train: Dataset, cfg: FinetuneConfig) -> Dataset:

@@ -17,10 +17,12 @@ import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from . import report
+from .backbones import ProviderInfo, backbone_provider, backbone_providers, list_backbones, resolve_backbone
 from .cache import default_cache_dir
 from .finetune import FinetuneConfig
 from .protocols import PAPER_PROMPTS, PromptRecipe, ProtocolSettings, RunConfig
@@ -49,8 +51,9 @@ class Context:
         Few-shot prompt-learning recipe.
     note : str
         Whose numbers these are.
-    info : dict
-        What the backbone's provider adds (the world's ``WorldConfig`` under ``"world"``).
+    info : ProviderInfo
+        What the backbone's provider knows beyond the weights (the world's settings, its
+        seed spread, the true prior); empty for an open_clip backbone.
     """
 
     backbone: str
@@ -62,7 +65,7 @@ class Context:
     recipe: FinetuneConfig = FinetuneConfig()
     prompts: PromptRecipe = PromptRecipe()
     note: str = ""
-    info: dict[str, Any] = field(default_factory=dict)
+    info: ProviderInfo = ProviderInfo()
 
     @property
     def cache_dir(self) -> Path:
@@ -70,12 +73,14 @@ class Context:
 
     @property
     def world(self):
-        """The world's settings when the backbone is the world's CLIP (else None)."""
-        return self.info.get("world")
+        """The settings of the generated world the backbone was pretrained on, when its
+        provider says (:attr:`gla.backbones.ProviderInfo.world`; else None)."""
+        return self.info.world
 
     @property
     def is_world(self) -> bool:
-        return self.world is not None
+        """Whether the backbone was pretrained on a generated world whose settings are known."""
+        return self.info.world is not None
 
     def recipe_with(self, epochs: int | None = None) -> FinetuneConfig:
         """The fine-tuning recipe, with another number of epochs when given (not in smoke mode)."""
@@ -94,18 +99,18 @@ class Context:
     @property
     def seed_spread(self) -> dict[str, Any] | None:
         """How far the headline numbers move across seeds, when the provider measured it
-        (the default world: ``gla/world/seed_spread.json``); None otherwise."""
-        return self.info.get("seed_spread")
+        (:attr:`gla.backbones.ProviderInfo.seed_spread`); None otherwise."""
+        return self.info.seed_spread
 
     def true_log_prior(self, dataset: str):
         """The true pretraining log prior over a dataset's classes, when the provider knows
         it (the world does; for a real backbone it is unknown: None)."""
-        fn = self.info.get("true_log_prior")
+        fn = self.info.true_log_prior
         return fn(dataset) if fn else None
 
     def corpus_counts(self, dataset: str):
         """Pretraining images per class, when the provider knows them (else None)."""
-        fn = self.info.get("corpus_counts")
+        fn = self.info.corpus_counts
         return fn(dataset) if fn else None
 
     def run(self) -> dict[str, Any]:
@@ -168,55 +173,68 @@ def quiet() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
 
 
-def context(backbone: str = "gla-world-tiny", pretrained: str | None = "world", *, smoke: bool = False,
+def context(backbone: str | None = None, pretrained: str | None = None, *, smoke: bool = False,
             cache_dir: str | os.PathLike | None = None, output_dir: str | os.PathLike | None = "results",
             device: str = "cpu", data_root: str | None = None, protocol: str = "paper", templates: str = "gla",
-            prior_file: str | None = None, source_prior: str | None = None, precision: str | None = None,
-            num_workers: int | None = None, quick_gelu: bool | None = None, progress: bool = True,
-            **provider_options: Any) -> Context:
+            prior_file: str | None = None, source_prior: str | None = None, estimator: str | None = None,
+            precision: str | None = None, num_workers: int | None = None, quick_gelu: bool | None = None,
+            progress: bool = True, **provider_options: Any) -> Context:
     """Resolve a notebook's parameters into a :class:`Context` (no display).
 
-    For an open_clip backbone the few-shot prompt recipe follows ``protocol``: GLA's
+    ``backbone`` None takes the registered default backbone and, with ``pretrained`` None,
+    its weights (:func:`gla.backbones.default_backbone`: the world's CLIP when the world's
+    plug-in is installed). A backbone served by a registered provider is resolved by the
+    provider's ``prepare`` (the world pretrains or reuses its CLIP and brings its recipes);
+    for an open_clip backbone the few-shot prompt recipe follows ``protocol``: GLA's
     end-to-end recipe (:data:`gla.protocols.PAPER_PROMPTS`) under ``"paper"``, the
-    cached-feature recipe under ``"exact"``; a provider (the world) brings its own.
+    cached-feature recipe under ``"exact"``.
 
     ``cache_dir`` defaults to ``GLA_CACHE_DIR`` or ``.gla_cache``. ``output_dir`` is
     created (None: the run writes no tables, e.g. ``gla finetune``; ``output_dir`` is then
-    None). ``quick_gelu`` says whether an open_clip checkpoint file's weights were trained
-    with QuickGELU (:attr:`gla.protocols.RunConfig.quick_gelu`). ``provider_options`` go to
-    the backbone's provider (the world takes ``world_seed`` and ``zipf_exponent``).
-    """
-    from .backbones import backbone_provider
+    None). ``estimator`` is the prior's estimator id (:class:`gla.protocols.ProtocolSettings`).
+    ``quick_gelu`` says whether an open_clip checkpoint file's weights were trained with
+    QuickGELU (:attr:`gla.protocols.RunConfig.quick_gelu`). ``provider_options`` go to the
+    backbone's provider (the world takes ``world_seed`` and ``zipf_exponent``).
 
+    Raises
+    ------
+    ValueError
+        A setting the protocol settings or the run configuration refuse (the message names
+        the parameter), provider options for an open_clip backbone, or no backbone named
+        and none registered as the default.
+    """
+    backbone, pretrained = resolve_backbone(backbone, pretrained)
     cache = Path(cache_dir or default_cache_dir()).resolve()
     out = None if output_dir is None else Path(output_dir).resolve()
     settings = ProtocolSettings(protocol=protocol, templates=templates, source_prior=source_prior,
-                                prior_file=prior_file)
+                                prior_file=prior_file, estimator=estimator)
     provider = backbone_provider(backbone)
     if provider is not None and quick_gelu is not None:
         raise ValueError(f"quick_gelu: the activation of an open_clip checkpoint file; {backbone} is not an open_clip "
                          "model: leave quick_gelu out (None)")
     if provider is None and provider_options:
         raise ValueError(provider_options_error(backbone, provider_options))
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
     if provider is not None and provider.prepare is not None:
         prepared = provider.prepare(pretrained, smoke=smoke, cache_dir=cache, progress=progress, **provider_options)
         config = RunConfig(cache_dir=cache, data_root=data_root, device=device, precision=precision,
                            num_workers=num_workers, progress=progress, dataset_options=prepared.dataset_options)
-        return Context(backbone, prepared.pretrained, out, smoke, config, settings, prepared.recipe,
-                       prepared.prompts, prepared.note, dict(prepared.info))
-    recipe = FinetuneConfig()
-    # protocol "paper": the official few-shot recipe, through the image encoder (GPU-sized);
-    # "exact": ours, on cached image features with AdamW (the protocol's other improvements).
-    prompts = PAPER_PROMPTS if settings.protocol == "paper" else PromptRecipe()
-    if smoke:
-        recipe = replace(recipe, epochs=1, warmup_steps=1)
-        prompts = replace(prompts, epochs=1, batch_size=32)
-    config = RunConfig(cache_dir=cache, data_root=data_root, device=device, precision=precision,
-                       num_workers=num_workers, quick_gelu=quick_gelu, progress=progress)
-    return Context(backbone, pretrained, out, smoke, config, settings, recipe, prompts,
-                   real_note(backbone, pretrained))
+        ctx = Context(backbone, prepared.pretrained, out, smoke, config, settings, prepared.recipe,
+                      prepared.prompts, prepared.note, prepared.info)
+    else:
+        recipe = FinetuneConfig()
+        # protocol "paper": the official few-shot recipe, through the image encoder (GPU-sized);
+        # "exact": ours, on cached image features with AdamW (the protocol's other improvements).
+        prompts = PAPER_PROMPTS if settings.protocol == "paper" else PromptRecipe()
+        if smoke:
+            recipe = replace(recipe, epochs=1, warmup_steps=1)
+            prompts = replace(prompts, epochs=1, batch_size=32)
+        config = RunConfig(cache_dir=cache, data_root=data_root, device=device, precision=precision,
+                           num_workers=num_workers, quick_gelu=quick_gelu, progress=progress)
+        ctx = Context(backbone, pretrained, out, smoke, config, settings, recipe, prompts,
+                      real_note(backbone, pretrained))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    return ctx
 
 
 _NOT_OPTIONS = ("pretrained", "smoke", "cache_dir", "progress")
@@ -231,8 +249,6 @@ def _options_of(provider) -> set[str]:
 def provider_options() -> set[str]:
     """The options that registered providers' models take (the world's ``world_seed`` and
     ``zipf_exponent``): the keyword parameters of their ``prepare``."""
-    from .backbones import backbone_providers
-
     return {o for p in backbone_providers().values() for o in _options_of(p)}
 
 
@@ -240,14 +256,12 @@ def provider_options_error(backbone: str, options: Mapping[str, Any] | Sequence[
     """What to write when options of a provider's models (the world's ``world_seed``) reach
     an open_clip backbone: which models take them, and the parameters that select one
     (for ``chapter``, the override of a book parameter file)."""
-    from .backbones import backbone_providers, list_backbones
-
     names = sorted(options)
     takers = [p for p in backbone_providers().values() if set(names) <= _options_of(p)]
     if not takers:
         return f"{', '.join(names)}: no backbone takes these options; leave them out"
     p = takers[0]
-    model = next((n for n in list_backbones() if n.startswith(p.prefix)), p.prefix)
+    model = p.models[0] if p.models else next((n for n in list_backbones() if n.startswith(p.prefix)), p.prefix)
     yaml = f"{{backbone: {model}" + (f", pretrained: {p.default_pretrained}}}" if p.default_pretrained else "}")
     python = f"backbone='{model}'" + (f", pretrained='{p.default_pretrained}'" if p.default_pretrained else "")
     verb = "are options" if len(names) > 1 else "is an option"
@@ -260,18 +274,16 @@ def provider_options_error(backbone: str, options: Mapping[str, Any] | Sequence[
             f"override under 'notebooks:': {yaml})")
 
 
-def setup(backbone: str = "gla-world-tiny", pretrained: str | None = "world", **params: Any) -> Context:
+def setup(backbone: str | None = None, pretrained: str | None = None, **params: Any) -> Context:
     """One call that sets a notebook up: quiet output, the book's figure style, the run
     context, and the sentence that says whose numbers these are (shown on the page).
 
     Takes the notebook's parameters (see :func:`context`); returns the :class:`Context`.
     """
-    from . import report
-
     quiet()
     report.use_book_style()
     ctx = context(backbone, pretrained, progress=params.pop("progress", False), **params)
-    try:
+    try:  # IPython is there in a notebook's kernel only
         from IPython.display import Markdown, display
 
         display(Markdown(f"*{ctx.note}*"))

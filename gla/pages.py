@@ -14,28 +14,16 @@ measured one, side by side with its source. Only the chapters of the tree are na
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .book_source import TABLE_SUFFIXES, find_source_dir
+from .backbones import backbone_provider
+from .book_source import TABLE_SUFFIXES
+from .chapters import EVERY_CHAPTER, Chapter, book_chapters
 from .report import published
-
-
-def book_chapters() -> list[str]:
-    """The notebook chapters in the order of the book's table of contents (``book/_toc.yml``)."""
-    import yaml
-
-    toc = yaml.safe_load((find_source_dir("book") / "_toc.yml").read_text())
-    files = [c["file"] for part in toc.get("parts", []) for c in part.get("chapters", [])]
-    return [f.split("/", 1)[1] for f in files if f.startswith("generated/")]
-
-
-#: Chapters that run no model: they read other chapters' tables.
-READS_TABLES: dict[str, str] = {"07_few_shot_robustness": "the tables of {doc}`generated/06_few_shot`",
-                                "14_claims": "the tables of every other chapter"}
 
 #: Published kinds that are a top-1 accuracy of one method (comparable with a measured row).
 _TOP1 = "top1"
@@ -45,19 +33,27 @@ _COLUMNS = ("chapter", "backbone", "pretrained", "protocol", "dataset", "method"
 _SETTINGS = ("protocol", "templates", "alpha", "prior_source", "source_prior", "sampling")
 
 
-def serves_real_backbone(records: Mapping[str, Mapping[str, Any]]) -> bool:
-    """Whether a tree of executed chapters is a book for an open_clip backbone (True) or for
-    a source that a registered provider serves, such as the miniature world (False).
+def described_by_shipped_pages(backbone: Any) -> bool:
+    """Whether the book's shipped pages (``book/``) describe a chapter run on ``backbone``:
+    its provider declares so (:attr:`gla.backbones.BackboneProvider.shipped_pages`, the
+    world's does). A chapter that names no backbone runs none and is described either way."""
+    if not isinstance(backbone, str) or not backbone:
+        return True
+    provider = backbone_provider(backbone)
+    return provider is not None and provider.shipped_pages
+
+
+def needs_run_pages(records: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether a tree of executed chapters needs pages written for its run (:func:`real_pages`)
+    instead of the shipped ones: True when a chapter ran a model the shipped pages do not
+    describe (an open_clip model, or a plug-in's whose provider does not declare
+    ``shipped_pages``).
 
     ``records`` maps chapter stems to the parameters each ran with
-    (:func:`gla.book.executed_chapters`); one chapter on an open_clip backbone makes the
-    book a real backbone's (the world's chapter of such a book does not make it the world's).
+    (:func:`gla.book.executed_chapters`); one such chapter makes the book its run's (the
+    world's chapter of a book for ViT-B-16 does not make it the world's).
     """
-    from .backbones import backbone_provider
-    from .plugins import ensure_plugins
-
-    ensure_plugins()
-    return any(backbone_provider(str(r.get("backbone", "gla-world-tiny"))) is None for r in records.values())
+    return not all(described_by_shipped_pages(r.get("backbone")) for r in records.values())
 
 
 def _weights_name(pretrained: Any) -> str:
@@ -168,7 +164,17 @@ def _rows_of(folder: Path) -> pd.DataFrame | None:
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
-def chapter_runs(records: Mapping[str, Mapping[str, Any]], results_dir: str | Path) -> pd.DataFrame:
+def _reads_text(reads: tuple[str, ...]) -> str:
+    """What a chapter that reads other chapters' tables says in the model column's stead."""
+    if not reads:
+        return ""
+    if EVERY_CHAPTER in reads:
+        return "the tables of every other chapter"
+    return "the tables of " + ", ".join(_doc(stem) for stem in reads)
+
+
+def chapter_runs(records: Mapping[str, Mapping[str, Any]], results_dir: str | Path,
+                 chapters: Sequence[Chapter] | None = None) -> pd.DataFrame:
     """What each executed chapter ran, in the book's order.
 
     Parameters
@@ -178,6 +184,8 @@ def chapter_runs(records: Mapping[str, Mapping[str, Any]], results_dir: str | Pa
         (:func:`gla.book.executed_chapters`).
     results_dir : path
         The ``results`` folder of the tree (one sub-folder of tables per chapter).
+    chapters : sequence of Chapter, optional
+        The book's chapters and their declarations (default: :func:`gla.chapters.book_chapters`).
 
     Returns
     -------
@@ -186,15 +194,17 @@ def chapter_runs(records: Mapping[str, Mapping[str, Any]], results_dir: str | Pa
         file name or tag)), ``data`` (markdown), ``tables`` (file names of its tables),
         ``settings`` (markdown), ``from_rows`` (True when models and data come from its
         results rows, which say what ran also where smoke mode trimmed the parameters), and
-        ``provider`` (True for a chapter on a registered provider's model, the world's).
+        ``shipped`` (True for a chapter on a model the shipped pages describe, the world's:
+        :func:`described_by_shipped_pages`), and what the chapter declares: ``reads``
+        (markdown, empty for a chapter that runs a model), ``checks_claims`` and
+        ``opened_by`` (the page that opens its part, e.g. ``beyond``).
     """
-    from .backbones import backbone_provider
-
-    order = book_chapters()
-    stems = [c for c in order if c in records] + sorted(c for c in records if c not in order)
+    declared = {c.stem: c for c in (book_chapters() if chapters is None else chapters)}
+    stems = [c for c in declared if c in records] + sorted(c for c in records if c not in declared)
     out = []
     for stem in stems:
         rec = records[stem]
+        chapter = declared.get(stem, Chapter(stem))
         folder = Path(results_dir) / stem
         rows = _rows_of(folder) if folder.is_dir() else None
         if rows is not None:
@@ -211,8 +221,10 @@ def chapter_runs(records: Mapping[str, Mapping[str, Any]], results_dir: str | Pa
                         if p.suffix in TABLE_SUFFIXES and not p.name.startswith(".")) if folder.is_dir() else []
         out.append({"chapter": stem, "models": models, "data": data, "tables": tables, "settings": _settings_of(rec),
                     "from_rows": rows is not None,
-                    "provider": backbone_provider(str(rec.get("backbone", ""))) is not None})
-    return pd.DataFrame(out, columns=["chapter", "models", "data", "tables", "settings", "from_rows", "provider"])
+                    "shipped": described_by_shipped_pages(rec.get("backbone")), "reads": _reads_text(chapter.reads),
+                    "checks_claims": chapter.checks_claims, "opened_by": chapter.opened_by})
+    return pd.DataFrame(out, columns=["chapter", "models", "data", "tables", "settings", "from_rows", "shipped",
+                                      "reads", "checks_claims", "opened_by"])
 
 
 def _settings_of(rec: Mapping[str, Any]) -> str:
@@ -244,14 +256,14 @@ def _doc(stem: str) -> str:
 
 def chapters_table(runs: pd.DataFrame) -> pd.DataFrame:
     """The introduction's table: which model (backbone and weights) and data each chapter of
-    :func:`chapter_runs` ran; a chapter on a registered provider's model (the world's) is
-    not this run's and is left out."""
+    :func:`chapter_runs` ran; a chapter on a model the shipped pages describe (the world's)
+    is not this run's and is left out."""
     rows = []
     for r in runs.itertuples(index=False):
-        if r.provider:
+        if r.shipped:
             continue
-        if r.chapter in READS_TABLES:
-            rows.append({"chapter": _doc(r.chapter), "model": "", "data": READS_TABLES[r.chapter]})
+        if r.reads:
+            rows.append({"chapter": _doc(r.chapter), "model": "", "data": r.reads})
             continue
         for i, (backbone, weights) in enumerate(r.models or [("", "")]):
             rows.append({"chapter": _doc(r.chapter) if i == 0 else "", "model": _model(backbone, weights),
@@ -262,7 +274,7 @@ def chapters_table(runs: pd.DataFrame) -> pd.DataFrame:
 def _main_model(runs: pd.DataFrame) -> tuple[str, str]:
     """The backbone and weights most chapters ran (the first chapter's on a tie)."""
     firsts = [r.models[0] for r in runs.itertuples(index=False)
-              if not r.provider and r.chapter not in READS_TABLES and r.models]
+              if not r.shipped and not r.reads and r.models]
     if not firsts:
         return "", ""
     counts = {m: firsts.count(m) for m in firsts}
@@ -294,8 +306,9 @@ def intro_page(runs: pd.DataFrame, results_dir: str | Path) -> str:
         sources = "; ".join(dict.fromkeys(published()["source"]))
         published_text = (f"None of the published numbers this project may quote ({sources}) is for the "
                           "backbones and data of this run, so none is shown.")
-    claims = (f" and {_doc('14_claims')} checks each claim of the paper against the numbers of this run"
-              if "14_claims" in set(runs["chapter"]) else "")
+    checking = [r.chapter for r in runs.itertuples(index=False) if r.checks_claims]
+    claims = (f" and {_doc(checking[0])} checks each claim of the paper against the numbers of this run"
+              if checking else "")
     return f"""# Generalized Logit Adjustment with {backbone} ({weights})
 
 This book reruns the experiments of the NeurIPS 2023 paper *Generalized Logit Adjustment:
@@ -323,15 +336,15 @@ figures; {{doc}}`results` has all of them in one archive{claims}.
 """
 
 
-#: The chapters that "Beyond the paper" opens, in order.
-BEYOND = ("10_prior_vs_truth", "11_estimators", "12_calibration", "13_real_frequencies")
+#: The page that opens "Beyond the paper": it lists the chapters of its part (``book/_toc.yml``).
+BEYOND_PAGE = "beyond"
 
 
 def beyond_page(runs: pd.DataFrame) -> str | None:
-    """The opening of "Beyond the paper" for a book built for a real backbone (None when
-    the tree holds none of its chapters)."""
+    """The opening of "Beyond the paper" for a book built for a real backbone: the
+    chapters of its part in the table of contents (None when the tree holds none)."""
     backbone, _ = _main_model(runs)
-    present = [c for c in BEYOND if c in set(runs["chapter"])]
+    present = [r.chapter for r in runs.itertuples(index=False) if r.opened_by == BEYOND_PAGE]
     if not present:
         return None
     items = "\n".join(f"- {_doc(c)}" for c in present)
@@ -353,7 +366,7 @@ def results_page(runs: pd.DataFrame) -> str:
     table = pd.DataFrame([{"chapter": _doc(r.chapter), "tables": ", ".join(f"`{t}`" for t in r.tables),
                            "settings": r.settings} for r in runs.itertuples(index=False)],
                          columns=["chapter", "tables", "settings"])
-    example = next((r for r in runs.itertuples(index=False) if r.tables and not r.provider), None)
+    example = next((r for r in runs.itertuples(index=False) if r.tables and not r.shipped), None)
     folders = f" (`{example.chapter}/{example.tables[0]}` is a table of {_doc(example.chapter)})" if example else ""
     backbone, _ = _main_model(runs)
     return f"""# All results
@@ -376,5 +389,5 @@ number of shots and seed that produced it, so they can be read back with
 def real_pages(runs: pd.DataFrame, results_dir: str | Path) -> dict[str, str | None]:
     """The pages that replace ``book/``'s for a real backbone: file name -> MyST text (None:
     the page has no chapter in this tree and is left out)."""
-    return {"intro.md": intro_page(runs, results_dir), "beyond.md": beyond_page(runs),
+    return {"intro.md": intro_page(runs, results_dir), f"{BEYOND_PAGE}.md": beyond_page(runs),
             "results.md": results_page(runs)}

@@ -19,8 +19,10 @@ import torch
 import gla.notebook
 import gla.protocols as ex
 from gla.backbones import load_backbone, resolve_model_name
-from gla.book import check_parameters, notebook_parameters
-from gla.cli import main, results_stem
+from gla.book import notebook_parameters
+from gla.checks import check_parameters
+from gla.cli import main
+from gla.commands.run import results_stem
 from gla.errors import UsageError
 
 CFG = {"embed_dim": 16,

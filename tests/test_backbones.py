@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import gla.backbones as backbones
+import gla.hub
 from gla import plugins
 from gla.backbones import (
     Backbone,
@@ -148,6 +149,53 @@ def test_providers_dispatch_by_longest_prefix(monkeypatch):
         register_backbone_provider("x", None)
 
 
+def test_a_provider_declares_its_models_tags_and_the_default(monkeypatch, tmp_path):
+    """check_backbone asks the providers first and takes whatever pretrained values a
+    provider declares; the default backbone and the book's pages follow the declarations,
+    never a provider's name."""
+    from gla.checks import check_backbone
+    from gla.errors import UsageError
+    from gla.pages import needs_run_pages
+
+    others = {p: v for p, v in backbone_providers().items() if not v.default}  # the plug-ins loaded, less the world
+    monkeypatch.setattr(backbones, "_providers", others)
+    loader = lambda name, pretrained, device, precision: None  # never called: nothing is loaded here
+    register_backbone_provider("toy-", loader, default_pretrained="toy-v1", models=("toy-small", "toy-big"),
+                               tags=("toy-v2",), default=True)
+    assert backbones.default_backbone() == ("toy-small", "toy-v1")
+    assert backbones.resolve_backbone(None, None) == ("toy-small", "toy-v1")
+    assert backbones.resolve_backbone(None, "toy-v2") == ("toy-small", "toy-v2")
+    assert backbones.list_backbones()[:2] == ["toy-small", "toy-big"]
+    # not open_clip models, yet known: the provider is asked first
+    for pretrained in ("", "toy-v1", "toy-v2"):
+        assert check_backbone("toy-big", pretrained) == "toy-big"
+    ckpt = tmp_path / "w.pt"
+    ckpt.write_bytes(b"x")
+    assert check_backbone("toy-big", str(ckpt)) == "toy-big"
+    with pytest.raises(UsageError, match="expected 'toy-v1', 'toy-v2' or a checkpoint file for toy-big"):
+        check_backbone("toy-big", "openai")
+    with pytest.raises(UsageError, match="unknown model 'toy-bigger'.*declares toy-small, toy-big"):
+        check_backbone("toy-bigger", "toy-v1")
+    with pytest.raises(UsageError, match="quick_gelu"):
+        check_backbone("toy-small", "toy-v1", quick_gelu=True)
+    # the world's pages describe the world only: a book on this plug-in's model gets its own pages
+    assert needs_run_pages({"03_many_shot": {"backbone": "toy-small"}})
+    # two defaults are none: the message says what to pass
+    register_backbone_provider("toy2-", loader, models=("toy2-a",), default=True, shipped_pages=True)
+    assert backbones.default_backbone() is None
+    with pytest.raises(ValueError, match=r"backbone: no default backbone .*several plug-ins declare one \(toy-small, "
+                                         r"toy2-a\)\); name a model"):
+        backbones.resolve_backbone(None, None)
+    assert not needs_run_pages({"03_many_shot": {"backbone": "toy2-a"}})
+    register_backbone_provider("toy-", loader, models=("toy-small",), shipped_pages=True)
+    assert backbones.default_backbone() == ("toy2-a", "")
+    assert not needs_run_pages({"03_many_shot": {"backbone": "toy-small"}, "00": {"backbone": "toy2-a"}})
+    with pytest.raises(ValueError, match="start with the prefix"):
+        register_backbone_provider("toy-", loader, models=("other",))
+    with pytest.raises(ValueError, match="default"):
+        register_backbone_provider("toy-", loader, default=True)
+
+
 def test_world_provider_serves_world_names():
     # registered by the world's plug-in, with nothing for the caller to do
     provider = backbones.backbone_provider("gla-world-tiny")
@@ -189,7 +237,7 @@ def test_cached_weights_load_without_the_hub_when_it_cannot_be_reached(oai, tmp_
     _hub_cache(tmp_path / "hub", "gla-test/cached", "open_clip_pytorch_model.bin", oai["weights"])
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(backbones, "hub_unreachable", lambda timeout=3.0: "huggingface.co:443: no route")
+    monkeypatch.setattr(gla.hub, "hub_unreachable", lambda timeout=3.0: "huggingface.co:443: no route")
     real_download, offline_during = pretrained.hf_hub_download, []
 
     def download(*a, cache_dir=None, **k):

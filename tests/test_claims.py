@@ -199,3 +199,31 @@ def test_environment_lists_versions_and_the_lock_file(tmp_path):
     (tmp_path / "requirements" / "lock.txt").write_text("torch==0\n")
     assert environment(tmp_path).set_index("item").value["lock_file"].startswith("present")
     assert int(env["cpu_count"]) >= 1 and not math.isnan(float(env["torch_threads"]))
+
+
+def test_the_chapters_declare_where_every_claim_is_shown_and_measured():
+    """No module names a chapter: the book's notebooks declare which claims they show and
+    which of their tables measure them (gla.chapters), and every claim is covered."""
+    from gla.chapters import book_chapters, claim_sources
+
+    sources = claim_sources(book_chapters())
+    assert set(sources) == set(list_claims())
+    assert all(s.chapter and s.evidence for s in sources.values())
+    assert all(e.split("/", 1)[0] in {c.stem for c in book_chapters()} for s in sources.values() for e in s.evidence)
+
+
+def test_claim_sources_follow_the_declared_preference_then_the_books_order(tmp_path):
+    from gla.chapters import Chapter, ClaimSource, claim_sources
+
+    chapters = [Chapter("01_a", shows=("label_bias",), measures={"a.csv": {"label_bias": 1, "debiasing_helps": 2}}),
+                Chapter("02_b", measures={"many_shot.csv": {"label_bias": 2, "debiasing_helps": 1}}),
+                Chapter("03_c", shows=("debiasing_helps",))]
+    sources = claim_sources(chapters)
+    assert sources["label_bias"] == ClaimSource("01_a", ("01_a/a.csv", "02_b/many_shot.csv"))
+    assert sources["debiasing_helps"] == ClaimSource("03_c", ("02_b/many_shot.csv", "01_a/a.csv"))
+    # a results folder laid out as those chapters write it is checked by what they declare
+    write(tmp_path, {"02_b/many_shot.csv": many_shot()})
+    df = by_id(check_claims(tmp_path, sources=sources))
+    assert df.loc["debiasing_helps", "chapter"] == "03_c" and df.loc["debiasing_helps", "verdict"] == HOLDS
+    assert df.loc["label_bias", "evidence"] == "02_b/many_shot.csv"
+    assert df.loc["few_shot_gain", "detail"] == "no chapter declares a table that measures it"

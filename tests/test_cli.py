@@ -10,7 +10,8 @@ import torch
 import gla
 import gla.protocols as ex
 import gla.protocols.common
-from gla.cli import build_parser, main, parse_shifted, results_stem
+from gla.cli import build_parser, main
+from gla.commands.run import parse_shifted, results_stem
 from tests.conftest import planted_logits
 
 GOLDEN = Path(__file__).parent / "data" / "golden" / "gla_combination_apply.json"
@@ -182,6 +183,14 @@ def test_gla_run_few_shot_takes_its_options(tmp_path, world_ckpt, monkeypatch):
     ("many-shot", ["--epochs", "0"], "--epochs: expected a positive"),
     ("few-shot", ["--shots", "0"], "--shots: expected positive"),
     ("many-shot", ["world-main"], "world-main named more than once"),  # --datasets world-main world-main
+    # values are checked once, by the library that takes them; the message names the option
+    ("many-shot", ["--lr", "0"], "--lr: expected a positive learning rate, got 0.0"),
+    ("long-tail", ["--batch-size", "0"], "--batch-size: expected a positive number, got 0"),
+    ("few-shot", ["--epochs", "0"], "--epochs: expected a positive number of epochs, got 0"),
+    ("many-shot", ["--num-workers", "-1"], "--num-workers: expected a non-negative number, got -1"),
+    ("many-shot", ["--estimator", "nope"], "--estimator: expected the id of an estimator of the model's prior"),
+    ("many-shot", ["--estimator", "em"], "it estimates the target label distribution"),
+    ("many-shot", ["--prior-file", "/no/q.pt"], "--prior-file: no file at /no/q.pt"),
 ])
 def test_gla_run_refuses_options_its_protocol_does_not_take(tmp_path, world_ckpt, monkeypatch, capsys,
                                                             protocol, extra, message):
@@ -216,6 +225,38 @@ def test_gla_run_passes_and_records_its_options(tmp_path, world_ckpt, monkeypatc
     s, c = seen["settings"], seen["config"]  # what the protocol received
     assert (s.protocol, s.templates, s.source_prior, s.prior_file) == ("exact", "coop", "uniform", str(tmp_path / "q.pt"))
     assert (c.precision, c.num_workers) == ("bf16", 2)
+
+
+def test_gla_run_and_gla_estimate_take_any_registered_estimator(tmp_path, world_ckpt, monkeypatch, capsys):
+    """``--estimator ID`` reaches the protocol's settings (gla run) and the registry (gla
+    estimate); the id is recorded with the results."""
+    from gla.estimators import MODEL_PRIOR, list_estimators
+
+    seen = {}
+
+    def fake(backbone, pretrained, dataset, **kw):
+        seen.update(kw)
+        return SimpleNamespace(table=_fake_rows(backbone, dataset))
+
+    monkeypatch.setattr(ex, "run_long_tail", fake)
+    assert main(_run_args(tmp_path, world_ckpt, "long-tail", "--datasets", "world-lt", "--estimator", "eigenvector")) == 0
+    assert seen["settings"].estimator_id == "eigenvector"
+    stem = results_stem("long-tail", "gla-world-tiny", str(world_ckpt))
+    assert json.loads((tmp_path / "out" / f"{stem}.settings.json").read_text())["options"]["estimator"] == "eigenvector"
+    logits, labels, true_lp = planted_logits(200, 5, seed=3)
+    torch.save({"logits": logits, "labels": labels}, tmp_path / "z.pt")
+    priors = {}
+    for est in list_estimators(estimates=MODEL_PRIOR):
+        assert main(["estimate", str(tmp_path / "z.pt"), "--estimator", est, "--out", str(tmp_path / f"{est}.json")]) == 0
+        rec = json.loads((tmp_path / f"{est}.json").read_text())
+        assert rec["estimator"] == est and len(rec["log_prior"]) == 5
+        priors[est] = torch.tensor(rec["log_prior"], dtype=torch.float64)
+    exact = gla.estimators.make_estimator("exact").fit(logits, labels).log_prior_
+    assert torch.allclose(priors["exact"], exact)
+    assert main(["estimate", str(tmp_path / "z.pt"), "--estimator", "nope"]) == 2
+    assert "--estimator: expected an estimator id, one of" in capsys.readouterr().err
+    assert main(["estimate", str(tmp_path / "z.pt"), "--estimator", "mean-probability", "--no-balance"]) == 2
+    assert "--no-balance: the estimator 'mean-probability' does not reweight" in capsys.readouterr().err
 
 
 def test_two_backbones_in_one_out_folder_do_not_overwrite(tmp_path, world_ckpt, monkeypatch):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import gla.backbones
+import gla.hub
 import gla.notebook
 import gla.protocols as ex
 from gla.cli import main
@@ -187,7 +188,7 @@ def test_bad_world_settings_exit_2(capsys):
 
 
 def test_an_error_raised_in_a_loader_worker_is_reported_by_its_last_line():
-    from gla.cli import _message
+    from gla.checks import error_message as _message
 
     exc = RuntimeError("Caught ImageReadError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
                        "last):\n  File \"x.py\", line 1, in f\ngla.data.images.ImageReadError: imagenet/train: cannot "
@@ -223,14 +224,13 @@ def test_estimate_reads_the_files_apply_reads(tmp_path, capsys):
     assert "holds no labels" in err and "--labels FILE" in err
 
 
-@pytest.mark.parametrize("value", ["abc", "-1", "0"])
-def test_a_bad_temperature_names_the_option(tmp_path, capsys, value):
+@pytest.mark.parametrize("value, shown", [("abc", "'abc'"), ("-1", "-1.0"), ("0", "0.0")])
+def test_a_bad_temperature_names_the_option(tmp_path, capsys, value, shown):
+    """The estimator checks its temperature (once, in the library); the message names the option."""
     torch.save({"logits": torch.randn(4, 3), "labels": torch.tensor([0, 1, 2, 0])}, tmp_path / "z.pt")
-    with pytest.raises(SystemExit) as e:
-        main(["estimate", str(tmp_path / "z.pt"), "--temperature", value])
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert f"argument --temperature: expected a positive number or 'search', got '{value}'" in err
+    assert main(["estimate", str(tmp_path / "z.pt"), "--temperature", value]) == 2
+    err = _one_message(capsys.readouterr().err)
+    assert f"--temperature: expected a positive number or 'search', got {shown}" in err
 
 
 def test_an_unreachable_hub_fails_at_once_with_the_message(no_compute, tmp_path, monkeypatch, capsys):
@@ -242,7 +242,7 @@ def test_an_unreachable_hub_fails_at_once_with_the_message(no_compute, tmp_path,
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
-    monkeypatch.setattr(gla.backbones, "hub_unreachable", lambda timeout=3.0: "huggingface.co:443: no route")
+    monkeypatch.setattr(gla.hub, "hub_unreachable", lambda timeout=3.0: "huggingface.co:443: no route")
     monkeypatch.setattr(open_clip.pretrained, "hf_hub_download",
                         lambda *a, **k: pytest.fail("the hub was asked although it cannot be reached"))
     t0 = time.perf_counter()

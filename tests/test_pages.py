@@ -12,7 +12,7 @@ import pytest
 
 from gla.book import executed_chapters
 from gla.errors import UsageError
-from gla.pages import chapter_runs, intro_page, published_beside_measured, real_pages, serves_real_backbone
+from gla.pages import chapter_runs, intro_page, needs_run_pages, published_beside_measured, real_pages
 
 SHARED = {"backbone": "ViT-B-16", "pretrained": "openai", "data_root": "/data/somewhere", "smoke": False}
 # chapter -> the parameters its notebook was executed with (papermill's record)
@@ -168,9 +168,9 @@ def test_a_chapter_whose_results_are_missing_fails_loudly(real_tree):
 
 
 def test_which_books_are_real():
-    assert serves_real_backbone(REAL)
-    assert not serves_real_backbone({"00_the_world": REAL["00_the_world"]})
-    assert not serves_real_backbone({"01_a": {"backbone": "gla-world-tiny"}, "02_b": {}})
+    assert needs_run_pages(REAL)
+    assert not needs_run_pages({"00_the_world": REAL["00_the_world"]})
+    assert not needs_run_pages({"01_a": {"backbone": "gla-world-tiny"}, "02_b": {}})
 
 
 def test_build_book_writes_the_run_pages_for_a_real_backbone(tmp_path, real_tree, monkeypatch):

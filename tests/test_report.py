@@ -228,3 +228,45 @@ def test_the_zipf_sweep_finding_says_what_ran():
         text = zipf_sweep_finding(empty, backbone="ViT-B-32")
         assert text.count(". ") == 0 and text.endswith(".") and "needs the miniature world" in text
         assert "`ViT-B-32`" in text and "nan" not in text.lower()
+
+
+@pytest.mark.parametrize("gain_ft, gain_zs, start, says", [
+    (1.2, 3.0, "As in the paper", "beats both models it combines"),
+    (1.2, -0.6, "Unlike the paper", "beats the fine-tuned model but not the zero-shot one"),
+    (-0.6, 2.0, "Unlike the paper", "beats the zero-shot model but not the fine-tuned one"),
+    (-0.6, -2.0, "Unlike the paper", "beats neither model"),
+    (0.04, 2.0, "Unlike the paper", "ties with a model it combines"),  # prints as +0.0: "level with"
+])
+def test_the_many_shot_sentence_follows_the_direction_words(gain_ft, gain_zs, start, says):
+    text = report.many_shot_vs_paper(gain_ft, gain_zs)
+    assert text.startswith(start) and says in text and "1.5 points over fine-tuning" in text
+
+
+@pytest.mark.parametrize("gain, start, says", [(0.8, "as in the paper", "improves zero-shot accuracy (Section 4)."),
+                                               (-0.8, "unlike the paper", "is not what hurts it."),
+                                               (0.02, "unlike the paper", "makes no difference.")])
+def test_the_debiasing_clause_follows_the_direction_word(gain, start, says):
+    text = report.debiasing_vs_paper(gain)
+    assert text.startswith(start) and text.endswith(says)
+    assert report.direction(gain, "raises", "lowers", "leaves unchanged") in ("raises", "lowers", "leaves unchanged")
+
+
+def test_glue_markdown_glues_without_display(monkeypatch):
+    import sys
+    import types
+
+    glued = {}
+    fake = types.SimpleNamespace(glue=lambda key, value, display=True: glued.update({key: (value, display)}))
+    monkeypatch.setitem(sys.modules, "myst_nb", fake)
+    assert report.glue_markdown("k", "*text*") is None
+    value, display = glued["k"]
+    assert value.data == "*text*" and display is False
+
+
+@pytest.mark.parametrize("gap, says", [(4.0, "This world shows what the paper calls label bias"),
+                                       (-4.0, "This is the opposite of the paper's label bias"),
+                                       (0.01, "this run shows no gap between head and tail")])
+def test_the_label_bias_finding_follows_the_direction_word(gap, says):
+    text = report.label_bias_finding(gap)
+    assert text.startswith(says) if "no gap" not in says else says in text
+    assert ("shows what the paper calls label bias" in text) == (report.direction(gap) == "higher")

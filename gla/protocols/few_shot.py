@@ -79,12 +79,25 @@ class PromptRecipe:
             raise ValueError(f"trainer: expected 'features' or 'images', got {self.trainer!r}")
         if self.select not in ("gla", "own"):
             raise ValueError(f"select: expected 'gla' or 'own', got {self.select!r}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs: expected at least 1, got {self.epochs}")
+        if not (isinstance(self.epochs, int) and self.epochs >= 1):
+            raise ValueError(f"epochs: expected a positive number of epochs, got {self.epochs}")
+        if not self.lr > 0:
+            raise ValueError(f"lr: expected a positive learning rate, got {self.lr}")
+        if self.batch_size is not None and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise ValueError(f"batch_size: expected a positive batch size or None (full batch), got {self.batch_size}")
 
 
 # The official few-shot recipe (GLA.FS.public configs, rn50_ep50_shot*.yaml).
 PAPER_PROMPTS = PromptRecipe(trainer="images", epochs=50, lr=4e-4, batch_size=512)
+
+
+def check_draws(shots: Sequence[int], seeds: Sequence[int]) -> None:
+    """Raise ``ValueError`` unless ``shots`` are positive numbers of images per class and
+    ``seeds`` whole numbers, at least one of each (the draws of :func:`run_few_shot`)."""
+    if not shots or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in shots):
+        raise ValueError(f"shots: expected positive numbers of images per class, got {list(shots)}")
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"seeds: expected whole numbers, got {list(seeds)}")
 
 
 def run_few_shot(backbone: str, pretrained: str | None, datasets: Sequence[str], *,
@@ -118,6 +131,7 @@ def run_few_shot(backbone: str, pretrained: str | None, datasets: Sequence[str],
         ``table``: the tidy rows; ``fits``: per (dataset, shots, seed), the prior, both
         temperatures and the prompt-tuning epoch behind them.
     """
+    check_draws(shots, seeds)
     shifted = dict(shifted or {})
     unknown = sorted(set(shifted) - set(datasets))
     if unknown:

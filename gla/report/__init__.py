@@ -42,17 +42,23 @@ from .tables import (
 from .words import (
     DIRECTION_TOLERANCE,
     DIRECTION_WORDS,
+    MANY_SHOT_PAPER,
     SPREAD_METRICS,
+    debiasing_vs_paper,
     direction,
     glue_direction,
+    glue_markdown,
     glue_seed_note,
+    label_bias_finding,
+    many_shot_vs_paper,
     seed_spread_note,
     zipf_sweep_finding,
 )
 
 __all__ = [
-    "DIRECTION_TOLERANCE", "DIRECTION_WORDS", "PUBLISHED_FILE", "SPREAD_METRICS", "ZIPF_MEASURES", "zipf_sweep_finding",
-    "average_over_datasets", "direction", "display_names", "estimator_bars", "few_shot_figure", "gain_bars",
+    "DIRECTION_TOLERANCE", "DIRECTION_WORDS", "MANY_SHOT_PAPER", "PUBLISHED_FILE", "SPREAD_METRICS", "ZIPF_MEASURES",
+    "zipf_sweep_finding", "average_over_datasets", "debiasing_vs_paper", "direction", "glue_markdown",
+    "label_bias_finding", "many_shot_vs_paper", "display_names", "estimator_bars", "few_shot_figure", "gain_bars",
     "gain_over", "glue_direction", "glue_seed_note", "group_bars", "mean_std_table", "method_label", "method_style",
     "method_table", "order_methods", "per_class_table", "pivot_methods", "placeholder_figure",
     "planted_prior_figure", "plot_lines", "plot_per_class", "plot_prior_scatter", "plot_reliability", "published",

@@ -69,7 +69,7 @@ def glue_direction(key: str, value: float, positive: str = "higher", negative: s
     Every word must be in :data:`DIRECTION_WORDS` (the book's tests check it against the
     sign of the number); an unknown word is a ``ValueError``.
     """
-    from myst_nb import glue
+    from myst_nb import glue  # a notebook's kernel has myst_nb; the package need not
 
     unknown = [w for w in (positive, negative, zero) if w not in DIRECTION_WORDS]
     if unknown:
@@ -157,10 +157,97 @@ def glue_seed_note(key: str, spread: Mapping[str, Any] | None, metrics: Sequence
                    unmeasured: Sequence[str] = ()) -> None:
     """Glue :func:`seed_spread_note` as Markdown under ``key`` (not displayed), for a
     chapter's reading to show with ``{glue:md}`<key>```."""
-    from IPython.display import Markdown
+    glue_markdown(key, seed_spread_note(spread, metrics, unmeasured=unmeasured))
+
+
+def glue_markdown(key: str, text: str) -> None:
+    """Glue ``text`` as Markdown under ``key`` (not displayed), for a page to show with
+    ``{glue:md}`<key>```; returns nothing, so a cell that ends with it prints nothing."""
+    from IPython.display import Markdown  # a notebook's kernel has IPython and myst_nb; the package need not
     from myst_nb import glue
 
-    glue(key, Markdown(seed_spread_note(spread, metrics, unmeasured=unmeasured)), display=False)
+    glue(key, Markdown(text), display=False)
+
+
+def label_bias_finding(head_minus_tail: float) -> str:
+    """The sentences that say whether a zero-shot model shows the paper's label bias: its
+    head third of classes (by the estimated prior) ahead of its tail third.
+
+    Parameters
+    ----------
+    head_minus_tail : float
+        The zero-shot model's head-third minus tail-third accuracy, in points; the words
+        follow :func:`direction` (higher, lower, the same).
+
+    Returns
+    -------
+    str
+        Two sentences (Markdown), the second saying what the next chapter does.
+    """
+    return {
+        "higher": "This world shows what the paper calls label bias: the zero-shot model favours the classes "
+                  "its estimated prior puts first. The next chapter estimates that prior and removes it.",
+        "lower": "This is the opposite of the paper's label bias, where the head third scores higher: on this "
+                 "run the zero-shot model does better on the classes its estimated prior puts last. The next "
+                 "chapter estimates the prior all the same and shows what removing it does here.",
+        "the same": "The paper's label bias would show as a higher head third; this run shows no gap between "
+                    "head and tail, so there is little label bias to remove here. The next chapter estimates "
+                    "the prior all the same.",
+    }[direction(head_minus_tail)]
+
+
+#: The paper's many-shot result as chapter 03's reading quotes it.
+MANY_SHOT_PAPER = ("the paper, whose abstract reports a gain of 1.5 points over fine-tuning on ImageNet, "
+                   "with GLA above zero-shot too")
+
+
+def many_shot_vs_paper(gain_over_fine_tuned: float, gain_over_zero_shot: float) -> str:
+    """The sentence that sets a many-shot run beside the paper: whether GLA beats the
+    fine-tuned and the zero-shot model it combines, as the paper's does.
+
+    Parameters
+    ----------
+    gain_over_fine_tuned, gain_over_zero_shot : float
+        GLA's top-1 minus each model's, in points; the words follow :func:`direction`
+        (differences within :data:`DIRECTION_TOLERANCE` are ties).
+
+    Returns
+    -------
+    str
+        One sentence (Markdown) that agrees with the direction words of the same numbers.
+    """
+    words = tuple(direction(g, "above", "below", "level with") for g in (gain_over_fine_tuned, gain_over_zero_shot))
+    sentences = {
+        ("above", "above"): f"As in {MANY_SHOT_PAPER}, GLA beats both models it combines here.",
+        ("above", "below"): f"Unlike {MANY_SHOT_PAPER}: GLA beats the fine-tuned model but not the zero-shot one on "
+                            "this run, so combining the two does not recover all of what fine-tuning lost.",
+        ("below", "above"): f"Unlike {MANY_SHOT_PAPER}: GLA beats the zero-shot model but not the fine-tuned one on "
+                            "this run.",
+        ("below", "below"): f"Unlike {MANY_SHOT_PAPER}: GLA beats neither model it combines on this run.",
+    }
+    return sentences.get(words, f"Unlike {MANY_SHOT_PAPER}: on this run GLA ties with a model it combines.")
+
+
+def debiasing_vs_paper(gain: float) -> str:
+    """The clause that sets the gain of removing the estimated prior beside the paper's
+    (Section 4: it improves zero-shot accuracy); it follows the direction word of ``gain``
+    (:func:`direction` with "raises", "lowers", "leaves unchanged").
+
+    Parameters
+    ----------
+    gain : float
+        Debiased minus zero-shot top-1, in points.
+
+    Returns
+    -------
+    str
+        A clause (Markdown) that ends a sentence.
+    """
+    claim = "the paper, where removing the estimated prior improves zero-shot accuracy (Section 4)"
+    return {"raises": f"as in {claim}.",
+            "lowers": f"unlike {claim}: on this run the prior the model carries is not what hurts it.",
+            "leaves unchanged": f"unlike {claim}: on this run it makes no difference.",
+            }[direction(gain, "raises", "lowers", "leaves unchanged")]
 
 
 def _join(items: Sequence[str]) -> str:

@@ -16,6 +16,7 @@ import torch
 from ..backbones import Backbone, register_model_configs
 
 WORLD_PREFIX = "gla-world"  # the world's model names (gla/model_configs/gla-world-*.json)
+WORLD_MODELS = ("gla-world-tiny",)  # the models of gla/model_configs/, the default first
 
 
 def load_world_backbone(name: str, pretrained: str | None, device: str | torch.device = "cpu",

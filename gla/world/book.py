@@ -6,12 +6,13 @@ saw)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..backbones import PreparedBackbone, ProviderInfo
 from .concepts import World, WorldConfig
 from .pretrain import SMOKE_PRETRAIN, PretrainConfig, corpus_counts, pretrain
 from .tasks import TASKS
@@ -20,21 +21,9 @@ WORLD_NOTE = ("These numbers are measured in the miniature world that this proje
               "(a tiny CLIP pretrained on long-tailed synthetic data). They are the world's, not the paper's.")
 
 
-@dataclass
-class Prepared:
-    """What a backbone provider resolves for a notebook (see :func:`gla.notebook.context`)."""
-
-    pretrained: str
-    dataset_options: dict[str, Any]
-    recipe: Any
-    prompts: Any
-    note: str
-    info: dict[str, Any] = field(default_factory=dict)
-
-
 def prepare(pretrained: str | None, *, smoke: bool = False, cache_dir: str | os.PathLike = ".gla_cache",
             progress: bool = True, world_seed: int = 0, world_preset: str = "default",
-            zipf_exponent: float | None = None) -> Prepared:
+            zipf_exponent: float | None = None) -> PreparedBackbone:
     """Resolve the world's CLIP for a notebook.
 
     ``pretrained="world"`` (or empty) takes the preset's CLIP for ``world_seed``: the
@@ -67,12 +56,15 @@ def prepare(pretrained: str | None, *, smoke: bool = False, cache_dir: str | os.
     if smoke:
         recipe = replace(recipe, epochs=1, warmup_steps=5)
     options = {"world": wcfg, **({"scale": 0.1} if smoke else {})}
-    info = {"world": wcfg, "world_preset": preset.name, "checkpoint_source": source,
-            # measured for the preset's own CLIP only (not the smoke recipe, not a given file)
-            "seed_spread": seed_spread(preset.name) if source in ("shipped", "pretrained") and as_preset else None,
-            "true_log_prior": lambda dataset: true_log_prior(wcfg, dataset),
-            "corpus_counts": lambda dataset: checkpoint_corpus_counts(pretrained, dataset)}
-    return Prepared(str(pretrained), options, recipe, PromptRecipe(trainer="features", coop_n_ctx=4), WORLD_NOTE, info)
+    info = ProviderInfo(
+        world=wcfg,
+        # measured for the preset's own CLIP only (not the smoke recipe, not a given file)
+        seed_spread=seed_spread(preset.name) if source in ("shipped", "pretrained") and as_preset else None,
+        true_log_prior=lambda dataset: true_log_prior(wcfg, dataset),
+        corpus_counts=lambda dataset: checkpoint_corpus_counts(pretrained, dataset),
+        details={"world_preset": preset.name, "checkpoint_source": source})
+    return PreparedBackbone(str(pretrained), options, recipe, PromptRecipe(trainer="features", coop_n_ctx=4),
+                            WORLD_NOTE, info)
 
 
 # Seed-note metrics (gla.report.SPREAD_METRICS) and the regime measures they are read from.

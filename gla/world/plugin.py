@@ -43,11 +43,13 @@ def register() -> None:
     (idempotent: re-registering replaces)."""
     from ..backbones import register_backbone_provider
     from ..plugins import register_command
-    from .backbone import WORLD_PREFIX, load_world_backbone
+    from .backbone import WORLD_MODELS, WORLD_PREFIX, load_world_backbone
     from .book import prepare
     from .cli import add_world_parser
 
-    register_backbone_provider(WORLD_PREFIX, load_world_backbone, prepare, default_pretrained="world")
+    # The world's CLIP is the backbone used when none is named, and the book's shipped pages describe it.
+    register_backbone_provider(WORLD_PREFIX, load_world_backbone, prepare, default_pretrained="world",
+                               models=WORLD_MODELS, default=True, shipped_pages=True)
     register_command(add_world_parser)
     for name, spec in TASKS.items():
         register_dataset(DatasetEntry(name, task_loader(name), spec.splits, "world", spec.role, spec.description,
