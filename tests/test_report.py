@@ -46,7 +46,81 @@ def test_method_table_orders_methods_and_names_them_for_display():
     assert list(t.index) == ["zero-shot", "fine-tuned", "ensemble", "GLA"]  # the book's order, not the rows'
     assert t.loc["GLA", "top1"] == pytest.approx(50.0) and list(t.columns) == ["top1", "head", "medium", "tail"]
     t2 = report.method_table(_many_shot_rows(), index=("backbone", "pretrained"))
-    assert t2.index.names == ["backbone", "pretrained", "method"] and t2.index[-1][-1] == "GLA"
+    assert t2.index.names == ["model", "method"] and t2.index[-1] == ("b (p)", "GLA")
+
+
+# --------------------------------------------------------------------------- model labels
+
+
+def _world_checkpoint(path, seed, **extra):
+    """A file as gla.world.pretrain writes it: weights, vocabulary and the settings it was made with."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "vocabulary": ["a", "b"], "model": "gla-world-tiny",
+                "world_config": {"seed": seed, "n_concepts": 8}, "pretrain_config": {"seed": seed}, **extra}, path)
+    return path
+
+
+def test_model_labels_name_models_not_files(tmp_path):
+    """One rule: an open_clip name with its tag or its checkpoint's file name; a provider's label."""
+    assert report.model_label("ViT-B-32", "laion2b_s34b_b79k") == "ViT-B-32 (laion2b_s34b_b79k)"
+    assert report.model_label("ViT-B-32", "/machine/ckpt/b32.pt") == "ViT-B-32 (b32.pt)"
+    assert report.model_label("RN50", None) == report.model_label("RN50", float("nan")) == "RN50 (random weights)"
+    assert report.weights_label("C:\\ckpt\\rn50.pt") == "rn50.pt" and report.weights_label("openai") == "openai"
+    # the world's CLIP, from what its checkpoint recorded
+    cache = _world_checkpoint(tmp_path / "cache" / "world" / "clip-d6b70e19015990cc.pt", 3)
+    assert report.model_label("gla-world-tiny", str(cache)) == "the world's CLIP (seed 3)"
+    named = _world_checkpoint(tmp_path / "named.pt", 1, preset="photo-only")
+    assert report.model_label("gla-world-tiny", str(named)) == "the world's CLIP (photo-only preset, seed 1)"
+    assert report.model_label("gla-world-tiny", "") == "the world's CLIP (random weights)"
+
+
+def test_shipped_world_checkpoints_are_named_by_preset_and_seed(tmp_path):
+    """gla/world/checkpoints/<preset>-seed<s>.pt: from the manifest beside it, from the file's
+    settings, or from its name alone where the file is not on this machine."""
+    import json
+
+    shipped = _world_checkpoint(tmp_path / "checkpoints" / "default-seed0.pt", 0)
+    assert report.model_label("gla-world-tiny", str(shipped)) == "the world's CLIP (default preset, seed 0)"
+    (tmp_path / "checkpoints" / "manifest.json").write_text(json.dumps(
+        {"checkpoints": [{"preset": "photo-only", "seed": 0, "file": "default-seed0.pt"}]}))
+    relabelled = _world_checkpoint(tmp_path / "checkpoints" / "default-seed0.pt", 0)  # a new file: read again
+    assert report.model_label("gla-world-tiny", str(relabelled)) == "the world's CLIP (photo-only preset, seed 0)"
+    elsewhere = "/other/machine/gla/world/checkpoints/default-seed2.pt"
+    assert report.model_label("gla-world-tiny", elsewhere) == "the world's CLIP (default preset, seed 2)"
+    # a file that is not a world checkpoint, or a path that says nothing: the file's name
+    other = tmp_path / "other.pt"
+    other.write_bytes(b"not a checkpoint")
+    assert report.model_label("gla-world-tiny", str(other)) == "gla-world-tiny (other.pt)"
+    assert report.model_label("gla-world-tiny", "/gone/clip-0123.pt") == "gla-world-tiny (clip-0123.pt)"
+
+
+def test_a_providers_label_is_asked_first(monkeypatch):
+    """A plug-in names its own models (gla.backbones.register_backbone_label); None leaves a
+    name to the default rule, and the longest registered prefix wins."""
+    from gla import backbones
+
+    monkeypatch.setattr(backbones, "_labels", dict(backbones._labels))
+    backbones.register_backbone_label("toy", lambda name, pre: f"the toy model ({pre or 'untrained'})")
+    backbones.register_backbone_label("toy-big", lambda name, pre: None)
+    assert report.model_label("toy-small", "") == "the toy model (untrained)"
+    assert report.model_label("toy-big", "w.pt") == "toy-big (w.pt)"
+    with pytest.raises(ValueError, match="prefix"):
+        backbones.register_backbone_label("", lambda n, p: None)
+    with pytest.raises(TypeError, match="label"):
+        backbones.register_backbone_label("toy", "not callable")
+
+
+def test_the_many_shot_table_shows_model_labels_not_paths(tmp_path):
+    """The many-shot chapter's table (index backbone and pretrained) names each model once."""
+    cache = _world_checkpoint(tmp_path / "world" / "clip-d6b70e19015990cc.pt", 0)
+    df = pd.concat([_many_shot_rows().assign(backbone="gla-world-tiny", pretrained=str(cache)),
+                    _many_shot_rows().assign(backbone="ViT-B-32", pretrained="/ckpt/b32.pt")])
+    t = report.method_table(df, index=("backbone", "pretrained"))
+    assert list(dict.fromkeys(t.index.get_level_values("model"))) == ["the world's CLIP (seed 0)",
+                                                                        "ViT-B-32 (b32.pt)"]
+    assert not any("/" in str(v) or ".pt" in str(v) and "b32" not in str(v) for v in t.index.to_flat_index())
 
 
 def test_every_method_has_one_style_everywhere():
