@@ -57,6 +57,7 @@ from .book_source import (
 from .cache import default_cache_dir
 from .errors import RunError, UsageError
 from .pages import real_pages, serves_real_backbone
+from .report.html import fit_tables
 
 # Parameters that name files or folders: relative values resolve against the parameter
 # file's folder (or the current folder for a mapping), never against the output folder.
@@ -440,7 +441,8 @@ def tidy_for_the_page(path: str | os.PathLike, replace: Mapping[str, str] | None
     (``remove-cell``), the set-up cell shows only its output (``remove-input``), and stderr
     streams (progress bars, library warnings) are dropped from every output. In the text
     of the outputs that remain, every key of ``replace`` (folders of the building machine,
-    :func:`machine_paths`) becomes its value. The file is rewritten atomically."""
+    :func:`machine_paths`) becomes its value. HTML tables get the classes that fit them to
+    the page (:func:`gla.report.html.fit_tables`). The file is rewritten atomically."""
     import nbformat
 
     from .cache import atomic_write_text
@@ -464,6 +466,10 @@ def tidy_for_the_page(path: str | os.PathLike, replace: Mapping[str, str] | None
             for mime in ("text/plain", "text/html", "text/markdown", "text/latex"):
                 if mime in o.get("data", {}):
                     o["data"][mime] = _scrub(o["data"][mime], replace)
+        for o in cell.outputs:
+            if "text/html" in o.get("data", {}):
+                html = o["data"]["text/html"]
+                o["data"]["text/html"] = fit_tables("".join(html) if isinstance(html, list) else html)
     atomic_write_text(path, nbformat.writes(nb))
 
 

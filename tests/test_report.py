@@ -302,3 +302,49 @@ def test_the_zipf_sweep_finding_says_what_ran():
         text = zipf_sweep_finding(empty, backbone="ViT-B-32")
         assert text.count(". ") == 0 and text.endswith(".") and "needs the miniature world" in text
         assert "`ViT-B-32`" in text and "nan" not in text.lower()
+
+
+# --------------------------------------------------------------------------- tables that fit the page
+
+
+def _claims_like():
+    return pd.DataFrame({
+        "claim": ["Zero-shot models are biased towards the classes frequent in pretraining.",
+                  "Many-shot: GLA beats the end-to-end fine-tuned model (top-1)."],
+        "chapter": ["02_estimating_the_prior", "03_many_shot"], "measured": [25.67, -0.4],
+        "verdict": ["holds", "does not hold"]})
+
+
+def test_fit_tables_lets_prose_wrap_and_keeps_numbers_and_verdicts_on_one_line():
+    import re
+
+    from gla.report.html import fit_tables
+
+    html = fit_tables(_claims_like().style.hide(axis="index").to_html())
+    cells = re.findall(r'<td[^>]*class="([^"]*)"[^>]*>(.*?)</td>', html)
+    by_text = {re.sub("<wbr>", "", text): classes.split() for classes, text in cells}
+    assert "gla-text" in by_text["Many-shot: GLA beats the end-to-end fine-tuned model (top-1)."]
+    assert "gla-text" not in by_text["does not hold"] and "gla-text" not in by_text["-0.400000"]
+    # an identifier breaks only after its underscores; a short one not at all
+    assert "02_<wbr>estimating_<wbr>the_<wbr>prior" in html and "gla-name" in by_text["02_estimating_the_prior"]
+    assert "03_many_shot<" in html and "gla-name" not in by_text["03_many_shot"]
+    # the first cell of each row is its label (kept in view when the table scrolls sideways)
+    assert all(("gla-key" in c) == (t.startswith(("Zero-shot", "Many-shot"))) for t, c in by_text.items())
+    assert re.search(r'<table[^>]*class="gla-fit"', html)
+    assert fit_tables(html) == html  # once is enough
+
+
+def test_fit_tables_marks_the_label_of_a_multiindex_row_once():
+    """The many-shot table: a model label spanning its methods' rows, then one row per method."""
+    import re
+
+    from gla.report.html import fit_tables
+
+    t = pd.DataFrame({"top1": [19.6, 17.6, 30.1]}, index=pd.MultiIndex.from_tuples(
+        [("the world's CLIP (seed 0)", "zero-shot"), ("the world's CLIP (seed 0)", "GLA"), ("ViT-B-32 (b32.pt)", "GLA")],
+        names=["model", "method"]))
+    html = fit_tables(t.to_html())
+    keys = re.findall(r'<th[^>]*class="gla-key"[^>]*>([^<]*)</th>', html)
+    assert keys[-2:] == ["the world's CLIP (seed 0)", "ViT-B-32 (b32.pt)"]  # not the method under a spanning label
+    assert 'class="dataframe gla-fit"' in html and "<td>19.6</td>" in html
+    assert fit_tables("<p>no table</p>") == "<p>no table</p>"
