@@ -9,6 +9,7 @@ import subprocess
 import nbformat
 import pandas as pd
 import pytest
+from book_pages import assert_chapter_launches_its_notebook, assert_serves_its_own_scripts
 
 from gla.book import executed_chapters
 from gla.errors import UsageError
@@ -224,36 +225,3 @@ def test_book_build_of_a_partial_tree(tmp_path, kind):
     assert_chapter_launches_its_notebook(html, "01_label_bias")
     assert_serves_its_own_scripts(html)
 
-
-def assert_chapter_launches_its_notebook(html, stem):
-    """The chapter's launch buttons open notebooks/<stem>.ipynb of the repository (a file the
-    repository holds), in Colab and in Binder; a page that is no notebook has none."""
-    import re
-    from pathlib import Path
-
-    from gla.book_launch import repository_url
-
-    root = Path(__file__).resolve().parent.parent
-    org_repo = repository_url(root / "_config.yml").removeprefix("https://github.com/")
-    page = (html / "generated" / f"{stem}.html").read_text()
-    links = set(re.findall(r'href="(https://(?:colab\.research\.google\.com|mybinder\.org)[^"]+)"', page))
-    assert links == {f"https://colab.research.google.com/github/{org_repo}/blob/main/notebooks/{stem}.ipynb",
-                     f"https://mybinder.org/v2/gh/{org_repo}/main?urlpath=lab/tree/notebooks/{stem}.ipynb"}, links
-    assert (root / "notebooks" / f"{stem}.ipynb").is_file()
-    tracked = subprocess.run(["git", "ls-files", "--error-unmatch", f"notebooks/{stem}.ipynb"], cwd=root,
-                             capture_output=True)
-    assert tracked.returncode == 0, f"notebooks/{stem}.ipynb is not in the repository"
-    assert "colab.research.google.com" not in (html / "method.html").read_text()
-
-
-def assert_serves_its_own_scripts(html):
-    """Every page loads its scripts and styles from the site itself (MathJax included), so it
-    renders offline."""
-    import re
-
-    for page in html.rglob("*.html"):
-        text = page.read_text()
-        remote = re.findall(r'<(?:script|link)\b[^>]*(?:src|href)="((?:https?:)?//[^"]+)"', text)
-        assert not remote, f"{page.relative_to(html)} loads {remote}"
-    assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
-    assert '<script defer="defer" src="_static/mathjax/tex-chtml.js">' in (html / "intro.html").read_text()
