@@ -588,7 +588,9 @@ def build_book(generated: str | os.PathLike, out_dir: str | os.PathLike, *, book
     are written for that run (:mod:`gla.pages`: what each chapter ran, its tables and
     settings, and the published numbers beside the measured ones); for the world, the
     pages of ``book/`` are used as they are. A tree with some chapters only gives a book of
-    those chapters (:func:`gla.toc.restrict_book`).
+    those chapters (:func:`gla.toc.restrict_book`). The book's copies of the notebooks are
+    prepared for the page (:func:`tidy_for_the_page`: cells shown or not, tables fitted),
+    also those that an earlier version of the package executed.
 
     Raises :class:`gla.errors.UsageError` for a missing folder or a chapter that cannot go
     into the book, and :class:`gla.errors.RunError` with the build's last output when the
@@ -647,6 +649,8 @@ def build_book(generated: str | os.PathLike, out_dir: str | os.PathLike, *, book
         except UsageError:
             sources = None
         restrict_book(target, records, sources, leave_out)
+    for nb in sorted((target / "generated").glob("*.ipynb")):
+        tidy_for_the_page(nb)  # the page rules of this version also for a tree executed by an earlier one
     if cfg.resolve() != (out / "_config.yml").resolve():
         shutil.copy2(cfg, out / "_config.yml")
     jb = shutil.which("jupyter-book") or str(Path(sys.executable).parent / "jupyter-book")
