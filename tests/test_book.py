@@ -419,3 +419,16 @@ def test_tables_fit_the_page(built_site, tmp_path, width):
     short = [head.index(c) for c in ("measured", "unit", "verdict")]
     assert all(row[i] == 1 for row in claims["lines"] for i in short), claims["lines"]
     assert any(row[head.index("claim")] > 1 for row in claims["lines"])  # statements wrap
+
+
+def test_tables_name_models_not_cache_files(built_site):
+    """The many-shot table names the world's CLIP as a reader knows it; no page shows a cache
+    file of the building machine (gla.report.model_label)."""
+    import re
+
+    for page in sorted(built_site.rglob("*.html")):
+        text = page.read_text()
+        shown = re.findall(r"\[cache\][^<\"]*|clip-[0-9a-f]{16}\.pt", text)
+        assert not shown, f"{page.relative_to(built_site)} shows {shown}"
+    many_shot = (built_site / "generated" / "03_many_shot.html").read_text()
+    assert "the world&#39;s CLIP (seed 0)" in many_shot or "the world's CLIP (seed 0)" in many_shot
