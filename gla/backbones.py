@@ -247,6 +247,37 @@ def resolve_backbone(name: str | None, pretrained: str | None, *, option: str = 
                          "the open_clip model ViT-B-16 with pretrained 'openai'")
     return found[0], found[1] if pretrained is None else pretrained
 
+#: How a provider names its models in the book's tables: prefix -> ``label(name, pretrained)``.
+_labels: dict[str, Callable[[str, str], str | None]] = {}
+
+
+def register_backbone_label(prefix: str, label: Callable[[str, str], str | None]) -> None:
+    """Name the models whose names start with ``prefix`` in tables and pages.
+
+    Parameters
+    ----------
+    prefix : str
+        Non-empty model-name prefix (``"gla-world"``); registering it again replaces its
+        label, and the longest matching prefix wins.
+    label : callable
+        ``label(name, pretrained) -> str | None``: the reader's name of the model ``name``
+        with the weights ``pretrained`` (a tag, a checkpoint path or ``""``), or None to
+        leave it to the default rule (:func:`gla.report.model_label`).
+    """
+    if not isinstance(prefix, str) or not prefix:
+        raise ValueError(f"prefix: expected a non-empty model-name prefix, got {prefix!r}")
+    if not callable(label):
+        raise TypeError(f"label: expected a callable (name, pretrained) -> str or None, got {label!r}")
+    _labels[prefix] = label
+
+
+def backbone_label(name: str, pretrained: str) -> str | None:
+    """The label a registered provider gives ``name`` with ``pretrained`` (None: no label
+    registered for the name, or the provider leaves it to the default rule)."""
+    ensure_plugins()
+    matches = [p for p in _labels if name.startswith(p)]
+    return _labels[max(matches, key=len)](name, pretrained) if matches else None
+
 
 #: File endings that mark a ``pretrained`` value as a checkpoint file, not a tag.
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")

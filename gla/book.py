@@ -66,6 +66,7 @@ from .chapters import book_chapters
 from .checks import check_parameters
 from .errors import RunError, UsageError
 from .pages import chapter_runs, needs_run_pages, real_pages
+from .report.html import fit_tables
 from .toc import restrict_book, toc_files
 
 # Parameters that name files or folders: relative values resolve against the parameter
@@ -374,7 +375,8 @@ def tidy_for_the_page(path: str | os.PathLike, replace: Mapping[str, str] | None
     (``remove-cell``), the set-up cell shows only its output (``remove-input``), and stderr
     streams (progress bars, library warnings) are dropped from every output. In the text
     of the outputs that remain, every key of ``replace`` (folders of the building machine,
-    :func:`machine_paths`) becomes its value. The file is rewritten atomically."""
+    :func:`machine_paths`) becomes its value. HTML tables get the classes that fit them to
+    the page (:func:`gla.report.html.fit_tables`). The file is rewritten atomically."""
     import nbformat  # the book's extra (see the module docstring)
 
     nb = nbformat.read(str(path), as_version=4)
@@ -396,6 +398,10 @@ def tidy_for_the_page(path: str | os.PathLike, replace: Mapping[str, str] | None
             for mime in ("text/plain", "text/html", "text/markdown", "text/latex"):
                 if mime in o.get("data", {}):
                     o["data"][mime] = _scrub(o["data"][mime], replace)
+        for o in cell.outputs:
+            if "text/html" in o.get("data", {}):
+                html = o["data"]["text/html"]
+                o["data"]["text/html"] = fit_tables("".join(html) if isinstance(html, list) else html)
     atomic_write_text(path, nbformat.writes(nb))
 
 
@@ -513,7 +519,9 @@ def build_book(generated: str | os.PathLike, out_dir: str | os.PathLike, *, book
     paper" opening and the "All results" page are written for that run (:mod:`gla.pages`:
     what each chapter ran, its tables and settings, and the published numbers beside the
     measured ones); for the world, the pages of ``book/`` are used as they are. A tree with
-    some chapters only gives a book of those chapters (:func:`gla.toc.restrict_book`).
+    some chapters only gives a book of those chapters (:func:`gla.toc.restrict_book`). The book's copies
+    of the notebooks are prepared for the page (:func:`tidy_for_the_page`: cells shown or
+    not, tables fitted), also those that an earlier version of the package executed.
 
     Raises :class:`gla.errors.UsageError` for a missing folder or a chapter that cannot go
     into the book, and :class:`gla.errors.RunError` with the build's last output when the
@@ -568,6 +576,8 @@ def build_book(generated: str | os.PathLike, out_dir: str | os.PathLike, *, book
         except UsageError:
             sources = None
         restrict_book(target, records, sources, leave_out)
+    for nb in sorted((target / "generated").glob("*.ipynb")):
+        tidy_for_the_page(nb)  # the page rules of this version also for a tree executed by an earlier one
     if cfg.resolve() != (out / "_config.yml").resolve():
         shutil.copy2(cfg, out / "_config.yml")
     jb = shutil.which("jupyter-book") or str(Path(sys.executable).parent / "jupyter-book")

@@ -23,7 +23,7 @@ import pandas as pd
 from .backbones import backbone_provider
 from .book_source import TABLE_SUFFIXES
 from .chapters import EVERY_CHAPTER, Chapter, book_chapters
-from .report import published
+from .report import RANDOM_WEIGHTS, published, weights_label
 
 #: Published kinds that are a top-1 accuracy of one method (comparable with a measured row).
 _TOP1 = "top1"
@@ -54,12 +54,6 @@ def needs_run_pages(records: Mapping[str, Mapping[str, Any]]) -> bool:
     world's chapter of a book for ViT-B-16 does not make it the world's).
     """
     return not all(described_by_shipped_pages(r.get("backbone")) for r in records.values())
-
-
-def _weights_name(pretrained: Any) -> str:
-    """A pretrained tag, or a checkpoint's file name (never the building machine's path)."""
-    text = "" if pretrained is None or (isinstance(pretrained, float) and pd.isna(pretrained)) else str(pretrained)
-    return Path(text).name if ("/" in text or "\\" in text) else text
 
 
 def _read_rows(results_dir: Path) -> pd.DataFrame:
@@ -105,7 +99,7 @@ def published_beside_measured(results_dir: str | Path) -> pd.DataFrame:
     out = []
     if len(rows):
         rows = rows.assign(backbone_key=rows["backbone"].astype(str).str.removesuffix("-quickgelu"),
-                           weights=rows.get("pretrained", pd.Series("", index=rows.index)).map(_weights_name),
+                           weights=rows.get("pretrained", pd.Series("", index=rows.index)).map(weights_label),
                            shots=rows.get("shots", pd.Series("all", index=rows.index)).fillna("all").astype(str))
         for rec in published(kind=_TOP1).to_dict("records"):
             m = rows[(rows["backbone_key"] == str(rec["backbone"])) & (rows["dataset"] == rec["dataset"])
@@ -208,14 +202,14 @@ def chapter_runs(records: Mapping[str, Mapping[str, Any]], results_dir: str | Pa
         folder = Path(results_dir) / stem
         rows = _rows_of(folder) if folder.is_dir() else None
         if rows is not None:
-            weights = rows["pretrained"].fillna("").map(_weights_name)
+            weights = rows["pretrained"].fillna("").map(weights_label)
             models = list(dict.fromkeys(zip(rows["backbone"].fillna(""), weights)))
             datasets = _unique(rows["dataset"])
             shifted = [e for e in _unique(rows.get("eval_set", pd.Series(dtype=str))) if e not in datasets]
             data = _data_text(datasets, shifted, rec.get("counts_file"))
         else:
-            models = [(str(rec.get("backbone", "")), _weights_name(rec.get("pretrained")))]
-            models += [(str(b[0]), _weights_name(b[1])) for b in rec.get("extra_backbones") or []]
+            models = [(str(rec.get("backbone", "")), weights_label(rec.get("pretrained")))]
+            models += [(str(b[0]), weights_label(b[1])) for b in rec.get("extra_backbones") or []]
             data = _data_of(rec)
         tables = sorted(p.name for p in folder.iterdir()
                         if p.suffix in TABLE_SUFFIXES and not p.name.startswith(".")) if folder.is_dir() else []
@@ -233,7 +227,7 @@ def _settings_of(rec: Mapping[str, Any]) -> str:
     if rec.get("quick_gelu") is not None:
         parts.append("QuickGELU weights" if rec["quick_gelu"] else "GELU weights")
     if rec.get("prior_file"):
-        parts.append(f"prior file `{_weights_name(rec['prior_file'])}`")
+        parts.append(f"prior file `{weights_label(rec['prior_file'])}`")
     if rec.get("smoke"):
         parts.append("smoke run (scaled down)")
     return ", ".join(parts)
@@ -247,7 +241,7 @@ def _markdown_table(df: pd.DataFrame) -> str:
 
 
 def _model(backbone: Any, pretrained: Any) -> str:
-    return f"`{backbone or ''}` (`{_weights_name(pretrained)}`)"
+    return f"`{backbone or ''}` (`{weights_label(pretrained) or RANDOM_WEIGHTS}`)"
 
 
 def _doc(stem: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 PLUGIN_GROUP = "gla.plugins"
 #: Plug-ins shipped with the package (name -> "module:function"), loaded when the
 #: installed distribution does not declare them (e.g. running from a source checkout).
-BUILTIN_PLUGINS: dict[str, str] = {"world": "gla.world.plugin:register"}
+BUILTIN_PLUGINS: dict[str, str] = {"world": "gla.world.plugin:register", "world-labels": "gla.world_labels:register"}
 _state = {"loaded": False}
 _commands: list[Callable[..., Any]] = []
 

@@ -9,6 +9,7 @@ import subprocess
 import nbformat
 import pandas as pd
 import pytest
+from book_pages import assert_chapter_launches_its_notebook, assert_serves_its_own_scripts
 
 from gla.book import executed_chapters
 from gla.errors import UsageError
@@ -221,3 +222,25 @@ def test_book_build_of_a_partial_tree(tmp_path, kind):
     assert "Many-shot" in claims and 'href="01_label_bias.html"' in claims and "03_many_shot.html" not in claims
     intro = (html / "intro.html").read_text()
     assert "03_many_shot.html" not in intro and ("ViT-B-32" in intro) == (kind == "real")
+    assert_chapter_launches_its_notebook(html, "01_label_bias")
+    assert_serves_its_own_scripts(html)
+
+
+
+def test_build_book_fits_the_tables_of_a_tree_executed_before(tmp_path, monkeypatch):
+    """A tree executed before tables were fitted to the page gets the classes in the book's
+    copy (gla.report.html.fit_tables); the tree itself is left as it was."""
+    import gla.book as book
+
+    monkeypatch.setattr(book.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "", ""))
+    gen = tree(tmp_path / "gen", {"01_label_bias": {"backbone": "gla-world-tiny"}}, None)
+    nb = nbformat.read(str(gen / "01_label_bias.ipynb"), as_version=4)
+    nb.cells[2].outputs = [nbformat.v4.new_output("display_data", data={
+        "text/html": pd.DataFrame({"claim": ["a statement long enough to be prose, not a name"]}).to_html(),
+        "text/plain": "table"})]
+    nbformat.write(nb, str(gen / "01_label_bias.ipynb"))
+    before = (gen / "01_label_bias.ipynb").read_text()
+    book.build_book(gen, tmp_path / "out")
+    copy = nbformat.read(str(tmp_path / "out" / "book" / "generated" / "01_label_bias.ipynb"), as_version=4)
+    assert 'class="dataframe gla-fit"' in copy.cells[2].outputs[0]["data"]["text/html"]
+    assert (gen / "01_label_bias.ipynb").read_text() == before

@@ -127,13 +127,34 @@ def test_book_workflow_builds_on_main_weekly_and_deploys_pages():
         f"expected one weekly cron (a fixed day of the week), got {crons}"
     assert any("make book" in s.get("run", "") for s in steps(wf, "build"))
     (upload,) = step_using(wf, "build", "actions/upload-pages-artifact")
-    assert upload["with"]["path"] == "_build/html"
+    assert upload["with"]["path"] == "_build/html" and upload["if"] == "github.event_name != 'pull_request'"
     deploy = wf["jobs"]["deploy"]
-    assert deploy["needs"] == "build"
+    assert deploy["needs"] == "build" and deploy["if"] == "github.event_name != 'pull_request'"
     assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
     assert deploy["environment"]["name"] == "github-pages"
     assert step_using(wf, "deploy", "actions/deploy-pages")
     assert wf["jobs"]["build"]["permissions"] == {"contents": "read"}
+
+
+def test_book_workflow_builds_pull_requests_checks_links_and_uploads_a_preview():
+    """A pull request builds the book, checks its links and uploads the site for the reviewer
+    (never deployed; a new push supersedes the build in progress); the link check runs on
+    every build."""
+    wf = load_workflow("book.yml")
+    on = triggers(wf)
+    assert "pull_request" in on and "pull_request_target" not in on
+    build = steps(wf, "build")
+    names = [s.get("name") for s in build]
+    check = next(s for s in build if "gla.book_check" in s.get("run", ""))
+    assert check["run"].split()[-1] == "_build/html" and "if" not in check
+    assert names.index(check["name"]) > next(i for i, s in enumerate(build) if "make book" in s.get("run", ""))
+    (preview,) = step_using(wf, "build", "actions/upload-artifact")
+    assert preview["if"] == "github.event_name == 'pull_request'"
+    assert preview["with"]["path"] == "_build/html" and preview["with"]["if-no-files-found"] == "error"
+    assert int(preview["with"]["retention-days"]) >= 7
+    group, cancel = wf["concurrency"]["group"], wf["concurrency"]["cancel-in-progress"]
+    assert "github.event.pull_request.number" in group and "'pages'" in group
+    assert cancel == "${{ github.event_name == 'pull_request' }}"
 
 
 def test_test_workflow_runs_make_test_on_pull_requests():

@@ -46,7 +46,81 @@ def test_method_table_orders_methods_and_names_them_for_display():
     assert list(t.index) == ["zero-shot", "fine-tuned", "ensemble", "GLA"]  # the book's order, not the rows'
     assert t.loc["GLA", "top1"] == pytest.approx(50.0) and list(t.columns) == ["top1", "head", "medium", "tail"]
     t2 = report.method_table(_many_shot_rows(), index=("backbone", "pretrained"))
-    assert t2.index.names == ["backbone", "pretrained", "method"] and t2.index[-1][-1] == "GLA"
+    assert t2.index.names == ["model", "method"] and t2.index[-1] == ("b (p)", "GLA")
+
+
+# --------------------------------------------------------------------------- model labels
+
+
+def _world_checkpoint(path, seed, **extra):
+    """A file as gla.world.pretrain writes it: weights, vocabulary and the settings it was made with."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "vocabulary": ["a", "b"], "model": "gla-world-tiny",
+                "world_config": {"seed": seed, "n_concepts": 8}, "pretrain_config": {"seed": seed}, **extra}, path)
+    return path
+
+
+def test_model_labels_name_models_not_files(tmp_path):
+    """One rule: an open_clip name with its tag or its checkpoint's file name; a provider's label."""
+    assert report.model_label("ViT-B-32", "laion2b_s34b_b79k") == "ViT-B-32 (laion2b_s34b_b79k)"
+    assert report.model_label("ViT-B-32", "/machine/ckpt/b32.pt") == "ViT-B-32 (b32.pt)"
+    assert report.model_label("RN50", None) == report.model_label("RN50", float("nan")) == "RN50 (random weights)"
+    assert report.weights_label("C:\\ckpt\\rn50.pt") == "rn50.pt" and report.weights_label("openai") == "openai"
+    # the world's CLIP, from what its checkpoint recorded
+    cache = _world_checkpoint(tmp_path / "cache" / "world" / "clip-d6b70e19015990cc.pt", 3)
+    assert report.model_label("gla-world-tiny", str(cache)) == "the world's CLIP (seed 3)"
+    named = _world_checkpoint(tmp_path / "named.pt", 1, preset="photo-only")
+    assert report.model_label("gla-world-tiny", str(named)) == "the world's CLIP (photo-only preset, seed 1)"
+    assert report.model_label("gla-world-tiny", "") == "the world's CLIP (random weights)"
+
+
+def test_shipped_world_checkpoints_are_named_by_preset_and_seed(tmp_path):
+    """gla/world/checkpoints/<preset>-seed<s>.pt: from the manifest beside it, from the file's
+    settings, or from its name alone where the file is not on this machine."""
+    import json
+
+    shipped = _world_checkpoint(tmp_path / "checkpoints" / "default-seed0.pt", 0)
+    assert report.model_label("gla-world-tiny", str(shipped)) == "the world's CLIP (default preset, seed 0)"
+    (tmp_path / "checkpoints" / "manifest.json").write_text(json.dumps(
+        {"checkpoints": [{"preset": "photo-only", "seed": 0, "file": "default-seed0.pt"}]}))
+    relabelled = _world_checkpoint(tmp_path / "checkpoints" / "default-seed0.pt", 0)  # a new file: read again
+    assert report.model_label("gla-world-tiny", str(relabelled)) == "the world's CLIP (photo-only preset, seed 0)"
+    elsewhere = "/other/machine/gla/world/checkpoints/default-seed2.pt"
+    assert report.model_label("gla-world-tiny", elsewhere) == "the world's CLIP (default preset, seed 2)"
+    # a file that is not a world checkpoint, or a path that says nothing: the file's name
+    other = tmp_path / "other.pt"
+    other.write_bytes(b"not a checkpoint")
+    assert report.model_label("gla-world-tiny", str(other)) == "gla-world-tiny (other.pt)"
+    assert report.model_label("gla-world-tiny", "/gone/clip-0123.pt") == "gla-world-tiny (clip-0123.pt)"
+
+
+def test_a_providers_label_is_asked_first(monkeypatch):
+    """A plug-in names its own models (gla.backbones.register_backbone_label); None leaves a
+    name to the default rule, and the longest registered prefix wins."""
+    from gla import backbones
+
+    monkeypatch.setattr(backbones, "_labels", dict(backbones._labels))
+    backbones.register_backbone_label("toy", lambda name, pre: f"the toy model ({pre or 'untrained'})")
+    backbones.register_backbone_label("toy-big", lambda name, pre: None)
+    assert report.model_label("toy-small", "") == "the toy model (untrained)"
+    assert report.model_label("toy-big", "w.pt") == "toy-big (w.pt)"
+    with pytest.raises(ValueError, match="prefix"):
+        backbones.register_backbone_label("", lambda n, p: None)
+    with pytest.raises(TypeError, match="label"):
+        backbones.register_backbone_label("toy", "not callable")
+
+
+def test_the_many_shot_table_shows_model_labels_not_paths(tmp_path):
+    """The many-shot chapter's table (index backbone and pretrained) names each model once."""
+    cache = _world_checkpoint(tmp_path / "world" / "clip-d6b70e19015990cc.pt", 0)
+    df = pd.concat([_many_shot_rows().assign(backbone="gla-world-tiny", pretrained=str(cache)),
+                    _many_shot_rows().assign(backbone="ViT-B-32", pretrained="/ckpt/b32.pt")])
+    t = report.method_table(df, index=("backbone", "pretrained"))
+    assert list(dict.fromkeys(t.index.get_level_values("model"))) == ["the world's CLIP (seed 0)",
+                                                                        "ViT-B-32 (b32.pt)"]
+    assert not any("/" in str(v) or ".pt" in str(v) and "b32" not in str(v) for v in t.index.to_flat_index())
 
 
 def test_every_method_has_one_style_everywhere():
@@ -270,3 +344,48 @@ def test_the_label_bias_finding_follows_the_direction_word(gap, says):
     text = report.label_bias_finding(gap)
     assert text.startswith(says) if "no gap" not in says else says in text
     assert ("shows what the paper calls label bias" in text) == (report.direction(gap) == "higher")
+
+# --------------------------------------------------------------------------- tables that fit the page
+
+
+def _claims_like():
+    return pd.DataFrame({
+        "claim": ["Zero-shot models are biased towards the classes frequent in pretraining.",
+                  "Many-shot: GLA beats the end-to-end fine-tuned model (top-1)."],
+        "chapter": ["02_estimating_the_prior", "03_many_shot"], "measured": [25.67, -0.4],
+        "verdict": ["holds", "does not hold"]})
+
+
+def test_fit_tables_lets_prose_wrap_and_keeps_numbers_and_verdicts_on_one_line():
+    import re
+
+    from gla.report.html import fit_tables
+
+    html = fit_tables(_claims_like().style.hide(axis="index").to_html())
+    cells = re.findall(r'<td[^>]*class="([^"]*)"[^>]*>(.*?)</td>', html)
+    by_text = {re.sub("<wbr>", "", text): classes.split() for classes, text in cells}
+    assert "gla-text" in by_text["Many-shot: GLA beats the end-to-end fine-tuned model (top-1)."]
+    assert "gla-text" not in by_text["does not hold"] and "gla-text" not in by_text["-0.400000"]
+    # an identifier breaks only after its underscores; a short one not at all
+    assert "02_<wbr>estimating_<wbr>the_<wbr>prior" in html and "gla-name" in by_text["02_estimating_the_prior"]
+    assert "03_many_shot<" in html and "gla-name" not in by_text["03_many_shot"]
+    # the first cell of each row is its label (kept in view when the table scrolls sideways)
+    assert all(("gla-key" in c) == (t.startswith(("Zero-shot", "Many-shot"))) for t, c in by_text.items())
+    assert re.search(r'<table[^>]*class="gla-fit"', html)
+    assert fit_tables(html) == html  # once is enough
+
+
+def test_fit_tables_marks_the_label_of_a_multiindex_row_once():
+    """The many-shot table: a model label spanning its methods' rows, then one row per method."""
+    import re
+
+    from gla.report.html import fit_tables
+
+    t = pd.DataFrame({"top1": [19.6, 17.6, 30.1]}, index=pd.MultiIndex.from_tuples(
+        [("the world's CLIP (seed 0)", "zero-shot"), ("the world's CLIP (seed 0)", "GLA"), ("ViT-B-32 (b32.pt)", "GLA")],
+        names=["model", "method"]))
+    html = fit_tables(t.to_html())
+    keys = re.findall(r'<th[^>]*class="gla-key"[^>]*>([^<]*)</th>', html)
+    assert keys[-2:] == ["the world's CLIP (seed 0)", "ViT-B-32 (b32.pt)"]  # not the method under a spanning label
+    assert 'class="dataframe gla-fit"' in html and "<td>19.6</td>" in html
+    assert fit_tables("<p>no table</p>") == "<p>no table</p>"

@@ -7,6 +7,8 @@ quoted beside them.
   figures; every method has a fixed colour, marker and place in legends
   (:class:`gla.protocols.Method`, :func:`method_style`), so a method looks the same in every
   chapter;
+- :mod:`gla.report.names`: one label for a model (backbone and weights) in every table
+  and page (:func:`model_label`);
 - :mod:`gla.report.published`: the paper's numbers with their sources;
 - :mod:`gla.report.words`: the words and sentences the book's prose chooses from numbers.
 """
@@ -29,6 +31,7 @@ from .figures import (
     use_book_style,
     zipf_sweep_figure,
 )
+from .names import RANDOM_WEIGHTS, model_label, weights_label, with_model_labels
 from .published import PUBLISHED_FILE, published
 from .tables import (
     average_over_datasets,
@@ -56,11 +59,12 @@ from .words import (
 )
 
 __all__ = [
-    "DIRECTION_TOLERANCE", "DIRECTION_WORDS", "MANY_SHOT_PAPER", "PUBLISHED_FILE", "SPREAD_METRICS", "ZIPF_MEASURES",
-    "zipf_sweep_finding", "average_over_datasets", "debiasing_vs_paper", "direction", "glue_markdown",
+    "DIRECTION_TOLERANCE", "DIRECTION_WORDS", "MANY_SHOT_PAPER", "PUBLISHED_FILE", "RANDOM_WEIGHTS", "SPREAD_METRICS",
+    "ZIPF_MEASURES", "zipf_sweep_finding", "average_over_datasets", "debiasing_vs_paper", "direction", "glue_markdown",
     "label_bias_finding", "many_shot_vs_paper", "display_names", "estimator_bars", "few_shot_figure", "gain_bars",
     "gain_over", "glue_direction", "glue_seed_note", "group_bars", "mean_std_table", "method_label", "method_style",
-    "method_table", "order_methods", "per_class_table", "pivot_methods", "placeholder_figure",
+    "method_table", "model_label", "order_methods", "per_class_table", "pivot_methods", "placeholder_figure",
     "planted_prior_figure", "plot_lines", "plot_per_class", "plot_prior_scatter", "plot_reliability", "published",
-    "save_figure", "seed_spread_note", "smooth", "use_book_style", "zipf_sweep_figure",
+    "save_figure", "seed_spread_note", "smooth", "use_book_style", "weights_label", "with_model_labels",
+    "zipf_sweep_figure",
 ]

@@ -11,12 +11,23 @@ import torch
 
 from ..metrics import per_class_accuracy
 from ..protocols.results import method_label, order_methods
+from .names import with_model_labels
 
 
 def method_table(df: pd.DataFrame, values: Sequence[str] = ("top1", "head", "medium", "tail"), *,
                  index: Sequence[str] = (), percent: bool = True, decimals: int = 1) -> pd.DataFrame:
     """Rows of a results table as method x metric, methods in the book's order and named for
-    display; ``index`` adds leading levels (e.g. ``("backbone", "pretrained")``)."""
+    display; ``index`` adds leading levels (e.g. ``("backbone", "pretrained")``).
+
+    The levels ``backbone`` and ``pretrained`` together become one level ``model`` that
+    names each model as every table does (:func:`gla.report.model_label`: "the world's
+    CLIP (seed 0)", "ViT-B-32 (openai)", a checkpoint's file name).
+    """
+    index = list(index)
+    if {"backbone", "pretrained"} <= set(index):
+        df = with_model_labels(df)
+        index = [level for level in index if level != "pretrained"]
+        index[index.index("backbone")] = "model"
     cols = [v for v in values if v in df.columns and df[v].notna().any()]
     t = df.set_index(list(index) + ["method"])[cols].astype(float)
     t = t.reindex(order_methods(list(df.method)), level="method") if index else t.loc[order_methods(list(df.method))]
