@@ -87,3 +87,30 @@ def test_the_checkpoint_sentence_says_where_the_clip_comes_from(tmp_path):
     assert "pretrained here" in checkpoint_sentence("x.pt", "pretrained", "photo-only", 2)
     assert "--preset photo-only --world-seed 2" in checkpoint_sentence("x.pt", "pretrained", "photo-only", 2)
     assert "smoke" in checkpoint_sentence("x.pt", "smoke") and "mine.pt" in checkpoint_sentence("a/mine.pt", "given")
+
+
+def test_gla_world_pretrain_ship_records_the_command_that_regenerates_it(smoke_checkpoint, tmp_path, monkeypatch, capsys):
+    import gla.world.presets as presets
+    import gla.world.shipped as shipped
+    from gla.cli import main
+
+    monkeypatch.setitem(presets.PRESETS, SMOKE.name, SMOKE)
+    monkeypatch.setattr(shipped, "ship", lambda *a, **k: ship(*a, **k, folder=tmp_path / "pkg"))
+    cache = smoke_checkpoint.parent.parent  # the checkpoint is cached there: nothing pretrains again
+    argv = ["world", "pretrain", "--preset", SMOKE.name, "--world-seed", "0", "--ship", "--no-regime",
+            "--cache-dir", str(cache)]
+    assert main(argv) == 0
+    assert "shipped as gla/world/checkpoints/smoke-test-seed0.pt" in capsys.readouterr().out
+    (entry,) = shipped_checkpoints(tmp_path / "pkg")
+    assert entry.command == "gla " + " ".join(argv) and entry.seed == 0
+    assert (tmp_path / "pkg" / entry.file).read_bytes() == smoke_checkpoint.read_bytes()
+    # another world (a changed setting) cannot ship under the preset's name
+    assert main(argv + ["--style-share", "0.1"]) != 0
+    assert "only a checkpoint of preset 'smoke-test' as it is can ship" in capsys.readouterr().err
+
+
+def test_the_default_world_ships_its_seed_0_clip():
+    path = shipped_checkpoint("default", 0)
+    assert path is not None and path.name == "default-seed0.pt"
+    (entry,) = [e for e in shipped_checkpoints() if e.preset == "default" and e.seed == 0]
+    assert entry.command == "gla world pretrain --preset default --world-seed 0 --ship"
