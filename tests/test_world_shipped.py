@@ -114,3 +114,33 @@ def test_the_default_world_ships_its_seed_0_clip():
     assert path is not None and path.name == "default-seed0.pt"
     (entry,) = [e for e in shipped_checkpoints() if e.preset == "default" and e.seed == 0]
     assert entry.command == "gla world pretrain --preset default --world-seed 0 --ship"
+
+
+def test_a_regenerated_checkpoint_is_compared_property_by_property(smoke_checkpoint, tmp_path, monkeypatch, capsys):
+    """gla world pretrain after pretraining: P1-P6 of the new checkpoint beside the shipped
+    one's; --strict fails when a property is lost (the scheduled workflow's check)."""
+    import gla.world.presets as presets
+    import gla.world.regime as regime
+    import gla.world.shipped as shipped
+    from gla.cli import main
+    from gla.world.regime import PROPERTIES
+
+    other = tmp_path / "other.pt"
+    other.write_bytes(smoke_checkpoint.read_bytes())  # the same bytes first: no measuring at all
+    monkeypatch.setitem(presets.PRESETS, SMOKE.name, SMOKE)
+    monkeypatch.setattr(shipped, "shipped_checkpoint", lambda *a, **k: other)
+    argv = ["world", "pretrain", "--preset", SMOKE.name, "--cache-dir", str(smoke_checkpoint.parent.parent), "--quiet"]
+    assert main(argv) == 0 and "byte for byte the shipped one" in capsys.readouterr().out
+
+    other.write_bytes(b"another file")
+    measures = {m: 1.0 for p in PROPERTIES for m in p.measures}
+    ref = {**measures, "checks": {p.id: True for p in PROPERTIES}}
+    new = {**measures, "zs_id": 40.0, "checks": {**ref["checks"], "P1": False}}
+    monkeypatch.setattr(regime, "measure_regime", lambda *a, **k: new)
+    monkeypatch.setattr(regime, "shipped_regime", lambda *a, **k: ref)
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "P1 does not hold (shipped: holds): zs_id 40.00 (shipped 1.00, +39.00)" in out
+    assert "P2 holds (shipped: holds)" in out
+    assert main(argv + ["--strict"]) == 1
+    assert "--strict: P1 held for the shipped checkpoint" in capsys.readouterr().err

@@ -71,17 +71,22 @@ def _pretrain(args: argparse.Namespace) -> int:
         print(f"no checkpoint of preset '{preset.name}' at seed {args.world_seed} ships with the package; "
               "nothing to compare with", file=sys.stderr)
         return 0
-    _compare(preset, args.world_seed, path, shipped, _cache_dir(args))
+    lost = _compare(preset, args.world_seed, path, shipped, _cache_dir(args))
+    if lost and args.strict:
+        print(f"--strict: {', '.join(lost)} held for the shipped checkpoint and not for the regenerated one",
+              file=sys.stderr)
+        return 1
     return 0
 
 
-def _compare(preset, seed: int, mine, shipped, cache_dir: str) -> None:
-    """Print P1-P6's measures of a regenerated checkpoint beside the shipped one's."""
+def _compare(preset, seed: int, mine, shipped, cache_dir: str) -> list[str]:
+    """Print P1-P6's measures of a regenerated checkpoint beside the shipped one's; returns
+    the properties that hold for the shipped checkpoint and not for the regenerated one."""
     from .regime import PROPERTIES, measure_regime, shipped_regime
 
     if _same_file(mine, shipped):
         print("the regenerated checkpoint is byte for byte the shipped one")
-        return
+        return []
     print("measuring the regime (P1-P6) of the regenerated checkpoint ...", file=sys.stderr)
     new = measure_regime(preset, seed, checkpoint=mine, cache_dir=cache_dir)
     ref = shipped_regime(preset.name, seed)
@@ -93,6 +98,7 @@ def _compare(preset, seed: int, mine, shipped, cache_dir: str) -> None:
         parts = [f"{m} {new[m]:.2f} (shipped {ref[m]:.2f}, {new[m] - ref[m]:+.2f})" for m in p.measures]
         verdict = "holds" if new["checks"][p.id] else "does not hold"
         print(f"{p.id} {verdict} (shipped: {'holds' if ref['checks'][p.id] else 'does not hold'}): {'; '.join(parts)}")
+    return [p.id for p in PROPERTIES if ref["checks"][p.id] and not new["checks"][p.id]]
 
 
 def _same_file(a, b) -> bool:
@@ -157,6 +163,9 @@ def add_world_parser(sub: argparse._SubParsersAction, **parser_kwargs) -> None:
             p.add_argument("--cache-dir", help="cache folder for the checkpoint (default: GLA_CACHE_DIR or .gla_cache)")
             p.add_argument("--no-regime", action="store_true",
                            help="do not measure P1-P6 against the shipped checkpoint after pretraining")
+            p.add_argument("--strict", action="store_true",
+                           help="exit with status 1 when a property that holds for the shipped checkpoint does not "
+                           "hold for the regenerated one (the scheduled regeneration's check)")
             p.add_argument("--ship", action="store_true",
                            help="maintainers: copy the checkpoint into gla/world/checkpoints and record it in the "
                            "manifest with this command")
