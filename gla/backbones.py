@@ -59,6 +59,11 @@ class ProviderInfo:
         over a dataset's classes, where the provider knows it.
     corpus_counts : callable, optional
         ``corpus_counts(dataset) -> (K,) tensor or None``: pretraining images per class.
+    properties : mapping, optional
+        Which properties of real CLIP's regime the provider's model was measured to have
+        (property id -> whether it holds in every measured seed; the world's P1-P6,
+        :mod:`gla.world.regime`), so that a claim that needs a missing one can say so
+        (:func:`gla.claims.check_claims`); None when not measured (real backbones are CLIP).
     details : mapping
         Anything else the provider records about the weights it chose (the world's preset
         and where its checkpoint came from), for display.
@@ -68,6 +73,7 @@ class ProviderInfo:
     seed_spread: Mapping[str, Any] | None = None
     true_log_prior: Callable[[str], Any] | None = None
     corpus_counts: Callable[[str], Any] | None = None
+    properties: Mapping[str, bool] | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
 
 

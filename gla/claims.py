@@ -42,7 +42,7 @@ VERDICTS = (HOLDS, DOES_NOT_HOLD, NOT_MEASURED)
 TIE = 1e-9  # points: differences this small are rounding (an exact tie computed two ways), not a gain
 
 COLUMNS = ("id", "claim", "chapter", "source", "published", "published_source", "measured", "unit", "verdict",
-           "detail", "evidence")
+           "needs", "missing", "detail", "evidence")
 
 
 class NotMeasured(Exception):
@@ -79,6 +79,17 @@ class Claim:
     published : dict or None
         Filters of :func:`gla.report.published` that select the paper's number for this
         claim (None: the paper gives no number the book may quote).
+    needs : tuple of str
+        The properties of real CLIP's regime that the claim's argument rests on, by id
+        (P1-P6, each defined from published measurements of CLIP; a provider that
+        generates its own CLIP says which its model has:
+        :attr:`gla.backbones.ProviderInfo.properties`). A
+        model that lacks one (a generated world's CLIP) does not test the claim fairly,
+        and :func:`check_claims` says which is missing beside the verdict. P1: a useful
+        zero-shot model; P2: fine-tuning gains what CLIP's does; P3: zero-shot is more
+        robust to shifts than fine-tuned; P4: the two are complementary (WiSE-FT gains);
+        P5: a label prior visible in the zero-shot logits and absent from fine-tuned's;
+        P6: pretraining frequency predicts zero-shot accuracy.
     """
 
     id: str
@@ -88,6 +99,7 @@ class Claim:
     unit: str = "points"
     strict: bool = True
     published: dict | None = None
+    needs: tuple[str, ...] = ()
 
     def verdict(self, value: float) -> str:
         """``holds`` / ``does not hold`` for a measured number; ``not measured`` for NaN.
@@ -203,29 +215,32 @@ _ABSTRACT_LT = {"kind": "gain_pp", "dataset": "long-tail", "method": "gla", "bac
 CLAIMS: tuple[Claim, ...] = (
     Claim("label_bias", "Zero-shot models are biased towards the classes frequent in pretraining: the zero-shot "
           "model is more accurate on the head third of classes (by the estimated prior) than on the tail third.",
-          "Zhu et al. 2023, Sec. 1 and Sec. 3", _head_minus_tail),
+          "Zhu et al. 2023, Sec. 1 and Sec. 3", _head_minus_tail, needs=("P5", "P6")),
     Claim("debiasing_helps", "Removing the estimated label prior (f_zs - log q) improves the zero-shot model's "
-          "top-1 accuracy.", "Zhu et al. 2023, Sec. 3.2", _gain(Method.DEBIASED, Method.ZERO_SHOT)),
+          "top-1 accuracy.", "Zhu et al. 2023, Sec. 3.2", _gain(Method.DEBIASED, Method.ZERO_SHOT),
+          needs=("P5",)),
     Claim("many_shot_vs_fine_tuned", "Many-shot: GLA beats the end-to-end fine-tuned model (top-1).",
-          "Zhu et al. 2023, Sec. 4 and abstract", _gain(Method.GLA, Method.FINE_TUNED), published=_ABSTRACT_MANY),
+          "Zhu et al. 2023, Sec. 4 and abstract", _gain(Method.GLA, Method.FINE_TUNED), published=_ABSTRACT_MANY,
+          needs=("P2", "P3", "P4")),
     Claim("many_shot_vs_ensemble", "Many-shot: GLA beats the output ensemble of the zero-shot and fine-tuned "
           "models (top-1).", "Zhu et al. 2023, Sec. 4 and abstract", _gain(Method.GLA, Method.ENSEMBLE),
-          published=_ABSTRACT_MANY),
+          published=_ABSTRACT_MANY, needs=("P3", "P5")),
     Claim("many_shot_vs_wise_ft", "Many-shot: GLA beats the weight-space ensemble WiSE-FT (top-1).",
           "Zhu et al. 2023, Sec. 4 and abstract", _gain(Method.GLA, Method.WISE_FT, best_baseline=True),
-          published=_ABSTRACT_MANY),
+          published=_ABSTRACT_MANY, needs=("P4", "P5")),
     Claim("few_shot_gain", "Few-shot: GLA improves on the best other model at every number of shots (mean over "
           "datasets).", "Zhu et al. 2023, Sec. 4 and abstract", _few_shot_gain,
-          published={"kind": "gain_pp_range", "dataset": "few-shot average", "method": "gla"}),
+          published={"kind": "gain_pp_range", "dataset": "few-shot average", "method": "gla"}, needs=("P1", "P5")),
     Claim("few_shot_no_negative_gain", "Few-shot: GLA is never below the plain ensemble of the same two models "
-          "(no negative gain on any task, most shots).", "Zhu et al. 2023, Sec. 4", _no_negative_gain, strict=False),
+          "(no negative gain on any task, most shots).", "Zhu et al. 2023, Sec. 4", _no_negative_gain, strict=False,
+          needs=("P5",)),
     Claim("long_tail_vs_ce", "Long tail: GLA beats the model fine-tuned with cross-entropy (mean per-class "
           "accuracy, mean over datasets).", "Zhu et al. 2023, Sec. 4 and abstract",
-          _long_tail_gain(Method.FINE_TUNED_CE), published=_ABSTRACT_LT),
+          _long_tail_gain(Method.FINE_TUNED_CE), published=_ABSTRACT_LT, needs=("P1", "P5")),
     Claim("long_tail_vs_logit_adjusted", "Long tail: GLA beats the cross-entropy model with post-hoc logit "
           "adjustment (f_ft - log p_s; mean per-class accuracy, mean over datasets).",
           "Zhu et al. 2023, Sec. 4 and abstract", _long_tail_gain(Method.FINE_TUNED_CE_ADJUSTED),
-          published=_ABSTRACT_LT),
+          published=_ABSTRACT_LT, needs=("P5",)),
 )
 
 
@@ -249,7 +264,8 @@ def _published(filters: dict | None) -> tuple[str, str]:
 
 
 def check_claims(results_dir: str | os.PathLike, claims: tuple[Claim, ...] | None = None,
-                 sources: Mapping[str, ClaimSource] | None = None) -> pd.DataFrame:
+                 sources: Mapping[str, ClaimSource] | None = None,
+                 properties: Mapping[str, bool] | None = None) -> pd.DataFrame:
     """Check the paper's claims against a folder of chapter results.
 
     Parameters
@@ -264,6 +280,10 @@ def check_claims(results_dir: str | os.PathLike, claims: tuple[Claim, ...] | Non
         Claim id -> :class:`gla.chapters.ClaimSource` (the chapter that shows it and the
         results files that measure it, in the order they are read). Default: what the
         book's chapters declare (:func:`gla.chapters.claim_sources`).
+    properties : mapping, optional
+        Property id -> whether the model the results come from has it (the world's P1-P6:
+        :attr:`gla.notebook.Context.properties`); None for a model not measured, such as
+        real CLIP, which has them by definition.
 
     Returns
     -------
@@ -288,13 +308,20 @@ def check_claims(results_dir: str | os.PathLike, claims: tuple[Claim, ...] | Non
         raise UsageError(f"results_dir: expected a folder of chapter results (<generated>/results), "
                          f"{root} is not a folder")
     sources = claim_sources(book_chapters()) if sources is None else sources
+    if properties is not None:
+        unknown = sorted({p for c in (CLAIMS if claims is None else claims) for p in c.needs} - set(properties))
+        if unknown:
+            raise UsageError(f"properties: expected whether the model has {', '.join(unknown)} (the regime "
+                             f"properties the claims need), got only {sorted(properties)}")
     rows = []
     for claim in CLAIMS if claims is None else claims:
         published, published_source = _published(claim.published)
         where = sources.get(claim.id, ClaimSource("", ()))
         row = {"id": claim.id, "claim": claim.statement, "chapter": where.chapter, "source": claim.source,
                "published": published, "published_source": published_source, "measured": float("nan"),
-               "unit": claim.unit, "verdict": NOT_MEASURED, "detail": "", "evidence": ""}
+               "unit": claim.unit, "verdict": NOT_MEASURED, "needs": ", ".join(claim.needs),
+               "missing": ", ".join(p for p in claim.needs if properties is not None and not properties.get(p, False)),
+               "detail": "", "evidence": ""}
         path = next((root / f for f in where.evidence if (root / f).is_file()), None)
         if path is None:
             row["detail"] = ("absent: " + ", ".join(where.evidence) if where.evidence

@@ -102,6 +102,12 @@ class Context:
         (:attr:`gla.backbones.ProviderInfo.seed_spread`); None otherwise."""
         return self.info.seed_spread
 
+    @property
+    def properties(self) -> dict[str, bool] | None:
+        """Which properties of real CLIP's regime the model was measured to have (the
+        world's P1-P6, :attr:`gla.backbones.ProviderInfo.properties`); None otherwise."""
+        return None if self.info.properties is None else dict(self.info.properties)
+
     def true_log_prior(self, dataset: str):
         """The true pretraining log prior over a dataset's classes, when the provider knows
         it (the world does; for a real backbone it is unknown: None)."""

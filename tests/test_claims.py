@@ -117,6 +117,25 @@ def test_every_claim_can_fail(tmp_path):
     assert "1 of 2 tasks" in df.loc["few_shot_no_negative_gain", "detail"]
 
 
+def test_a_claim_names_the_regime_properties_it_needs_that_the_model_lacks(tmp_path):
+    """A world's CLIP that lacks a property of real CLIP's regime (P1-P6) does not test the
+    claims that rest on it fairly: the table says which property is missing, beside a
+    verdict it leaves as measured."""
+    plain = by_id(check_claims(full(tmp_path)))
+    assert (plain.missing == "").all()  # a model not measured (real CLIP): nothing is missing
+    assert plain.loc["many_shot_vs_fine_tuned", "needs"] == "P2, P3, P4"
+    assert all(plain.needs != "")  # every claim says what it rests on
+    has = {"P1": True, "P2": True, "P3": True, "P4": True, "P5": False, "P6": True}
+    df = by_id(check_claims(full(tmp_path), properties=has))
+    assert df.loc["debiasing_helps", "missing"] == "P5" and df.loc["label_bias", "missing"] == "P5"
+    assert df.loc["many_shot_vs_fine_tuned", "missing"] == ""  # P2-P4 hold
+    assert (df.verdict == plain.verdict).all() and (df.measured == plain.measured).all()
+    none = by_id(check_claims(full(tmp_path), properties=dict.fromkeys(has, False)))
+    assert none.loc["many_shot_vs_fine_tuned", "missing"] == "P2, P3, P4"
+    with pytest.raises(UsageError, match="properties: expected whether the model has P6"):
+        check_claims(full(tmp_path), properties={k: v for k, v in has.items() if k != "P6"})
+
+
 def test_a_tie_is_no_gain_but_no_negative_gain():
     beats = next(c for c in claims.CLAIMS if c.id == "many_shot_vs_fine_tuned")
     never_below = next(c for c in claims.CLAIMS if c.id == "few_shot_no_negative_gain")

@@ -144,3 +144,25 @@ def test_a_regenerated_checkpoint_is_compared_property_by_property(smoke_checkpo
     assert "P2 holds (shipped: holds)" in out
     assert main(argv + ["--strict"]) == 1
     assert "--strict: P1 held for the shipped checkpoint" in capsys.readouterr().err
+
+
+def test_the_prior_theory_finding_reads_spread_and_correlation_per_preset():
+    from gla.world.book import prior_theory_finding
+
+    regimes = _regimes()
+    for doc, rhos in zip(regimes.values(), [(-0.5, -0.4), (0.1, 0.2)]):
+        for r, rho in zip(doc["per_seed"], rhos):
+            r.update(prior_max_min=20.0 + 10 * rho, spearman_estimated_true=rho)
+    text = prior_theory_finding(regimes)
+    assert "preset `default` (seeds 0, 1) the estimated prior's max/min is 15.0 to 16.0" in text
+    assert "rank correlation with the true prior -0.50 to -0.40: the estimate runs against pretraining frequency" in text
+    assert "`photo-only` (seeds 0, 1)" in text and "+0.10 to +0.20: the estimate does not follow" in text
+    assert text.endswith("but it is not pretraining frequency: the estimate absorbs whatever the model over-predicts, "
+                         "which the next section takes apart class by class.")
+    for r in regimes["default"]["per_seed"]:
+        r.update(prior_max_min=5.0)
+    assert prior_theory_finding(regimes).endswith("there is little bias in its logits to remove.")
+    for r in regimes["default"]["per_seed"]:
+        r.update(prior_max_min=30.0, spearman_estimated_true=0.5)
+    assert prior_theory_finding(regimes).endswith("it follows pretraining frequency, as the paper assumes.")
+    assert prior_theory_finding({}) == "No regime measurement ships with this package."

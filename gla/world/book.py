@@ -56,10 +56,12 @@ def prepare(pretrained: str | None, *, smoke: bool = False, cache_dir: str | os.
     if smoke:
         recipe = replace(recipe, epochs=1, warmup_steps=5)
     options = {"world": wcfg, **({"scale": 0.1} if smoke else {})}
+    measured = source in ("shipped", "pretrained") and as_preset  # the regime was measured for this CLIP's recipe
     info = ProviderInfo(
         world=wcfg,
         # measured for the preset's own CLIP only (not the smoke recipe, not a given file)
-        seed_spread=seed_spread(preset.name) if source in ("shipped", "pretrained") and as_preset else None,
+        seed_spread=seed_spread(preset.name) if measured else None,
+        properties=regime_holds(preset.name) if measured else None,
         true_log_prior=lambda dataset: true_log_prior(wcfg, dataset),
         corpus_counts=lambda dataset: checkpoint_corpus_counts(pretrained, dataset),
         details={"world_preset": preset.name, "checkpoint_source": source})
@@ -87,6 +89,15 @@ def seed_spread(preset: str = "default") -> dict[str, Any] | None:
     values = {k: [float(r[m]) for r in recs] for k, m in SPREAD_FROM_REGIME.items() if all(m in r for r in recs)}
     return {"seeds": [r["seed"] for r in recs], "values": values,
             "source": f"gla/world/regime.json (benchmarks/world_regime.py, {doc.get('measured', '')})"}
+
+
+def regime_holds(preset: str = "default") -> dict[str, bool] | None:
+    """Which of P1-P6 hold in every measured seed of a preset (``gla/world/regime.json``);
+    None when the preset was not measured."""
+    from .regime import shipped_regimes
+
+    doc = shipped_regimes().get(preset)
+    return None if not doc else {k: bool(v) for k, v in doc["holds_in_every_seed"].items()}
 
 
 def true_log_prior(world: WorldConfig, dataset: str) -> torch.Tensor | None:
@@ -169,6 +180,58 @@ def regime_table(regimes: dict[str, dict] | None = None, presets: tuple[str, ...
             row["CLIP ViT-B/16"] = real.get(measure, float("nan"))
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def properties_table():
+    """P1-P6 as a table: ``property``, ``statement`` (what holds in the world when it holds)
+    and ``real CLIP`` (the published measurement it comes from), for a page to show before
+    the regime's numbers."""
+    import pandas as pd
+
+    from .regime import PROPERTIES
+
+    return pd.DataFrame([{"property": p.id, "statement": p.statement, "real CLIP": p.real_clip} for p in PROPERTIES])
+
+
+def prior_theory_finding(regimes: dict[str, dict] | None = None,
+                         presets: tuple[str, ...] = ("default", "photo-only")) -> str:
+    """What the world's measured regimes say about where the estimated prior comes from
+    (markdown, for chapter 10's theory section): per preset, the spread of the exact
+    estimate (max/min over seeds) and its rank correlation with the true pretraining prior,
+    with a verb chosen from the correlation (at least 0.3: follows; within 0.3 of 0: does
+    not follow; -0.3 or less: runs against)."""
+    from .regime import shipped_regimes
+
+    regimes = shipped_regimes() if regimes is None else regimes
+    parts = []
+    for name in presets:
+        doc = regimes.get(name)
+        if not doc:
+            continue
+        recs = doc["per_seed"]
+        seeds = ", ".join(str(r["seed"]) for r in recs)
+        spread = [float(r["prior_max_min"]) for r in recs]
+        rho = [float(r["spearman_estimated_true"]) for r in recs]
+        mean = sum(rho) / len(rho)
+        verb = "follows" if mean >= 0.3 else "runs against" if mean <= -0.3 else "does not follow"
+        parts.append(f"in preset `{name}` (seeds {seeds}) the estimated prior's max/min is {min(spread):.1f} to "
+                     f"{max(spread):.1f} and its rank correlation with the true prior {min(rho):+.2f} to "
+                     f"{max(rho):+.2f}: the estimate {verb} pretraining frequency")
+    if not parts:
+        return "No regime measurement ships with this package."
+    first = regimes[next(n for n in presets if regimes.get(n))]["per_seed"]
+    spread = min(float(r["prior_max_min"]) for r in first)
+    rho = sum(float(r["spearman_estimated_true"]) for r in first) / len(first)
+    if spread < 10:
+        reading = "The first world's estimate is nearly flat: there is little bias in its logits to remove."
+    elif rho >= 0.3:
+        reading = ("There is a bias in the first world's logits to remove, and it follows pretraining frequency, as "
+                   "the paper assumes.")
+    else:
+        reading = ("There is a bias in the first world's logits to remove, but it is not pretraining frequency: the "
+                   "estimate absorbs whatever the model over-predicts, which the next section takes apart class by "
+                   "class.")
+    return "Measured over seeds (`gla/world/regime.json`): " + "; ".join(parts) + ". " + reading
 
 
 def checkpoint_sentence(checkpoint: str | os.PathLike, source: str, preset: str = "default", seed: int = 0) -> str:
