@@ -109,7 +109,7 @@ def seed_spread_note(spread: Mapping[str, Any] | None, metrics: Sequence[str], *
     ----------
     spread : mapping or None
         ``{"seeds": [...], "values": {metric: [one value per seed]}, "source": str}`` (the
-        world's ``seed_spread.json``, from :attr:`gla.notebook.Context.seed_spread`), or
+        world's ``regime.json``, from :attr:`gla.notebook.Context.seed_spread`), or
         None when no spread was measured (a real backbone).
     metrics : sequence of str
         Keys of :data:`SPREAD_METRICS` the chapter quotes; ``debiasing_gain`` and
