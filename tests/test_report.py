@@ -393,3 +393,13 @@ def test_fit_tables_marks_the_label_of_a_multiindex_row_once():
     assert keys[-2:] == ["the world's CLIP (seed 0)", "ViT-B-32 (b32.pt)"]  # not the method under a spanning label
     assert 'class="dataframe gla-fit"' in html and "<td>19.6</td>" in html
     assert fit_tables("<p>no table</p>") == "<p>no table</p>"
+
+
+def test_the_shift_sentence_says_whether_zero_shot_is_robust_as_clip_is():
+    text = report.shift_robustness_finding(["world-main-sketch", "world-main-clutter", "world-main-rendition"], 5)
+    assert text.startswith("The zero-shot model beats the fine-tuned one on 3 of the 5 shifted sets (`world-main-sketch`")
+    assert "as real CLIP does on most of ImageNet's shifts" in text
+    text = report.shift_robustness_finding(["world-main-sketch"], 2)  # a tie is not "most"
+    assert "unlike real CLIP" in text and "(`world-main-sketch`)" in text
+    assert "on 0 of the 5 shifted sets, unlike real CLIP" in report.shift_robustness_finding([], 5)
+    assert report.shift_robustness_finding([], 0) == "No shifted set was evaluated."

@@ -73,7 +73,8 @@ def prepare(pretrained: str | None, *, smoke: bool = False, cache_dir: str | os.
 SPREAD_FROM_REGIME = {"zero_shot": "top1_zero_shot", "debiased": "top1_debiased_zero_shot",
                       "fine_tuned": "top1_fine_tuned", "gla": "top1_gla", "ensemble": "top1_ensemble",
                       "wise_ft": "top1_wise_ft", "head_minus_tail": "zs_head_minus_tail_true",
-                      "spearman_estimated_true": "spearman_estimated_true"}
+                      "spearman_estimated_true": "spearman_estimated_true", "zero_shot_shifts": "ood_zero_shot",
+                      "fine_tuned_shifts": "ood_fine_tuned", "gla_shifts": "ood_gla"}
 
 
 def seed_spread(preset: str = "default") -> dict[str, Any] | None:
