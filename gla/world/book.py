@@ -194,6 +194,14 @@ def properties_table():
     return pd.DataFrame([{"property": p.id, "statement": p.statement, "real CLIP": p.real_clip} for p in PROPERTIES])
 
 
+def _measured(regimes: dict[str, dict] | None, presets: tuple[str, ...]) -> dict[str, dict]:
+    """The measured ones of ``presets``, in order, from ``regimes`` (default: the shipped file)."""
+    from .regime import shipped_regimes
+
+    regimes = shipped_regimes() if regimes is None else regimes
+    return {name: regimes[name] for name in presets if regimes.get(name)}
+
+
 def prior_theory_finding(regimes: dict[str, dict] | None = None,
                          presets: tuple[str, ...] = ("default", "photo-only")) -> str:
     """What the world's measured regimes say about where the estimated prior comes from
@@ -201,14 +209,9 @@ def prior_theory_finding(regimes: dict[str, dict] | None = None,
     estimate (max/min over seeds) and its rank correlation with the true pretraining prior,
     with a verb chosen from the correlation (at least 0.3: follows; within 0.3 of 0: does
     not follow; -0.3 or less: runs against)."""
-    from .regime import shipped_regimes
-
-    regimes = shipped_regimes() if regimes is None else regimes
+    regimes = _measured(regimes, presets)
     parts = []
-    for name in presets:
-        doc = regimes.get(name)
-        if not doc:
-            continue
+    for name, doc in regimes.items():
         recs = doc["per_seed"]
         seeds = ", ".join(str(r["seed"]) for r in recs)
         spread = [float(r["prior_max_min"]) for r in recs]
@@ -220,7 +223,7 @@ def prior_theory_finding(regimes: dict[str, dict] | None = None,
                      f"{max(rho):+.2f}: the estimate {verb} pretraining frequency")
     if not parts:
         return "No regime measurement ships with this package."
-    first = regimes[next(n for n in presets if regimes.get(n))]["per_seed"]
+    first = next(iter(regimes.values()))["per_seed"]
     spread = min(float(r["prior_max_min"]) for r in first)
     rho = sum(float(r["spearman_estimated_true"]) for r in first) / len(first)
     if spread < 10:
@@ -271,14 +274,10 @@ def checkpoint_sentence(checkpoint: str | os.PathLike, source: str, preset: str 
 def regime_sentence(regimes: dict[str, dict] | None = None, presets: tuple[str, ...] = ("default", "photo-only")
                     ) -> str:
     """Which of P1-P6 hold in every measured seed of each preset, as one sentence (markdown)."""
-    from .regime import PROPERTIES, shipped_regimes
+    from .regime import PROPERTIES
 
-    regimes = shipped_regimes() if regimes is None else regimes
     parts = []
-    for name in presets:
-        doc = regimes.get(name)
-        if not doc:
-            continue
+    for name, doc in _measured(regimes, presets).items():
         held = [p.id for p in PROPERTIES if doc["holds_in_every_seed"][p.id]]
         missed = [p.id for p in PROPERTIES if not doc["holds_in_every_seed"][p.id]]
         n = len(doc["per_seed"])
