@@ -58,7 +58,7 @@ def test_compare_estimators_over_seeds_gives_mean_and_std():
     again = compare_estimators(z, y, z, y, estimators=["exact"], seeds=[2], images_per_class=20,
                                include_uniform=False)
     assert again.debiased_top1.item() == df[(df.id == "exact") & (df.seed == 2)].debiased_top1.item()
-    with pytest.raises(ValueError, match="expected one of"):
+    with pytest.raises(ValueError, match=r"estimator: expected an estimator id, one of \[.*'exact'.*got 'no-such"):
         compare_estimators(z, y, z, y, estimators=["no-such-estimator"])
     with pytest.raises(ValueError, match="not among the estimators"):
         compare_estimators(z, y, z, y, estimators=["exact"], official_steps=5)
