@@ -52,9 +52,11 @@ def _assignments(items: list[str], what: str) -> dict:
 
 
 def table(name: str, per_seed: list[dict], real: dict) -> str:
-    keys = ["zs_id", "ft_id", "ft_minus_zs", "zs_wins", "zs_ood_ratio", "ft_ood_ratio", "ratio_gap", "wise_alpha",
-            "wise_val_gain_id", "wise_half_gain_ood", "ensemble_gain_id", "prior_max_min", "prior_max_min_protocol",
-            "zs_head_minus_tail", "ft_head_minus_tail", "spearman_zs_acc_true", "logit_scale"]
+    # every property's measures, with the numbers they are made of (and the protocol's estimate) beside them
+    context = {"ft_minus_zs": ["ft_id"], "ratio_gap": ["zs_ood_ratio", "ft_ood_ratio"],
+               "wise_val_gain_id": ["wise_alpha"], "wise_half_gain_ood": ["ensemble_gain_id"],
+               "prior_max_min": ["prior_max_min_protocol"]}
+    keys = [k for p in PROPERTIES for m in p.measures for k in (m, *context.get(m, []))] + ["logit_scale"]
     head = "| measure | " + " | ".join(f"{name} s{r['seed']}" for r in per_seed) + " | CLIP ViT-B/16 |"
     lines = [head, "|" + "---|" * (len(per_seed) + 2)]
     for k in keys:

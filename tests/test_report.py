@@ -403,3 +403,9 @@ def test_the_shift_sentence_says_whether_zero_shot_is_robust_as_clip_is():
     assert "unlike real CLIP" in text and "(`world-main-sketch`)" in text
     assert "on 0 of the 5 shifted sets, unlike real CLIP" in report.shift_robustness_finding([], 5)
     assert report.shift_robustness_finding([], 0) == "No shifted set was evaluated."
+
+
+def test_sets_where_ahead_lists_the_sets_one_method_wins_in_order():
+    t = pd.DataFrame({"a": [50.0, 40.0], "b": [30.0, 35.0], "c": [20.0, 20.0]}, index=["zero_shot", "fine_tuned"])
+    assert report.sets_where_ahead(t, "zero_shot", "fine_tuned", ["c", "a"]) == ["a"]  # a tie is not ahead
+    assert report.sets_where_ahead(t, "fine_tuned", "zero_shot", ["a", "b", "c"]) == ["b"]

@@ -55,6 +55,7 @@ from .words import (
     label_bias_finding,
     many_shot_vs_paper,
     seed_spread_note,
+    sets_where_ahead,
     shift_robustness_finding,
     zipf_sweep_finding,
 )
@@ -62,7 +63,7 @@ from .words import (
 __all__ = [
     "DIRECTION_TOLERANCE", "DIRECTION_WORDS", "MANY_SHOT_PAPER", "PUBLISHED_FILE", "RANDOM_WEIGHTS", "SPREAD_METRICS",
     "ZIPF_MEASURES", "zipf_sweep_finding", "average_over_datasets", "debiasing_vs_paper", "direction", "glue_markdown",
-    "label_bias_finding", "many_shot_vs_paper", "shift_robustness_finding",
+    "label_bias_finding", "many_shot_vs_paper", "sets_where_ahead", "shift_robustness_finding",
     "display_names", "estimator_bars", "few_shot_figure", "gain_bars",
     "gain_over", "glue_direction", "glue_seed_note", "group_bars", "mean_std_table", "method_label", "method_style",
     "method_table", "model_label", "order_methods", "per_class_table", "pivot_methods", "placeholder_figure",

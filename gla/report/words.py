@@ -172,6 +172,12 @@ def glue_markdown(key: str, text: str) -> None:
     glue(key, Markdown(text), display=False)
 
 
+def sets_where_ahead(table: pd.DataFrame, method: str, other: str, columns: Sequence[str]) -> list[str]:
+    """The ``columns`` (evaluation sets of a methods-by-sets table, e.g. :func:`pivot_methods`)
+    on which ``method``'s value is above ``other``'s, in the order given."""
+    return [c for c in columns if table.loc[method, c] > table.loc[other, c]]
+
+
 def shift_robustness_finding(wins: Sequence[str], n_shifts: int) -> str:
     """The sentence that says on how many shifted test sets the zero-shot model beats the
     fine-tuned one, and whether that is what real CLIP does (zero-shot ahead on most of

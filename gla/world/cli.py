@@ -61,7 +61,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     timing = torch.load(path, map_location="cpu", weights_only=True)["timing"]
     print(json.dumps({"checkpoint": str(path), **timing}))
     if args.ship:
-        command = "gla " + " ".join(shlex.quote(a) for a in (getattr(args, "argv_", None) or sys.argv)[1:])
+        command = "gla " + " ".join(shlex.quote(a) for a in (args.argv_ or sys.argv)[1:])
         entry = ship(path, preset, args.world_seed, command)
         print(f"shipped as gla/world/checkpoints/{entry.file} (sha256 {entry.sha256})")
     if args.no_regime or args.smoke or not exact:
